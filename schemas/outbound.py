@@ -1,0 +1,124 @@
+"""Models of what the engine publishes (JSON values on Kafka).
+
+| topic                      | model                |
+|----------------------------|----------------------|
+| ``loyalty.points-events.v1`` | :class:`PointsEventMessage` |
+| ``loyalty.balances.v1``      | :class:`BalanceMessage`     |
+| ``loyalty.dead-letter.v1``   | :class:`DeadLetterMessage`  |
+
+Serialise with ``model.model_dump_json()``; read back with
+``Model.model_validate_json(value)``. Unknown extra fields are ignored when
+reading, so consumers tolerate fields added later. All moments are aware
+datetimes.
+"""
+from __future__ import annotations
+
+import base64
+from datetime import date, datetime, timezone
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+if TYPE_CHECKING:
+    from .intake import MessageRejected
+
+__all__ = [
+    "POINTS_EVENTS_TOPIC",
+    "BALANCES_TOPIC",
+    "DEAD_LETTER_TOPIC",
+    "PointsEventMessage",
+    "BalanceMessage",
+    "DeadLetterMessage",
+]
+
+POINTS_EVENTS_TOPIC = "loyalty.points-events.v1"
+BALANCES_TOPIC = "loyalty.balances.v1"
+DEAD_LETTER_TOPIC = "loyalty.dead-letter.v1"
+
+Msisdn = Annotated[str, StringConstraints(strict=True, pattern=r"^7[0-9]{10}$")]
+
+_CONFIG = ConfigDict(
+    frozen=True,
+    extra="ignore",
+    # Every field is always written, so the serialisation schema lists them all
+    # as required (optional ones as nullable).
+    json_schema_serialization_defaults_required=True,
+)
+
+
+class PointsEventMessage(BaseModel):
+    """One domain event of a member account (key: msisdn), in account order."""
+
+    model_config = _CONFIG
+
+    msisdn: Msisdn
+    account_version: Annotated[int, Field(strict=True, ge=0)]
+    event_type: Annotated[str, Field(min_length=1, examples=["PointsAccrued"])]
+    points: Annotated[int, Field(strict=True)]
+    rule: str | None = None
+    reason: str | None = None
+    source_event_id: str | None = None
+    occurred_at: AwareDatetime
+    lot_date: date | None = None
+    expires_on: date | None = None
+    balance_after: Annotated[int, Field(strict=True)]
+
+
+class BalanceMessage(BaseModel):
+    """The latest balance of a member (compacted topic, key: msisdn)."""
+
+    model_config = _CONFIG
+
+    msisdn: Msisdn
+    balance: Annotated[int, Field(strict=True, ge=0)]
+    as_of_version: Annotated[int, Field(strict=True, ge=0)]
+    updated_at: AwareDatetime
+
+
+class DeadLetterMessage(BaseModel):
+    """A rejected inbound message (key: the source message's key)."""
+
+    model_config = _CONFIG
+
+    source_topic: str
+    partition: int | None = None
+    offset: int | None = None
+    key: str | None = None
+    reason: str
+    detail: str
+    event_id: str | None = None
+    original_base64: Annotated[
+        str, Field(description="The original message bytes, base64-encoded (RFC 4648).")
+    ]
+    received_at: AwareDatetime
+
+    @classmethod
+    def from_rejection(
+        cls,
+        rejection: MessageRejected,
+        *,
+        source_topic: str,
+        original: bytes | str,
+        partition: int | None = None,
+        offset: int | None = None,
+        key: str | None = None,
+        received_at: datetime | None = None,
+    ) -> DeadLetterMessage:
+        """The dead letter for a :class:`~schemas.intake.MessageRejected`."""
+        if isinstance(original, str):
+            original = original.encode("utf-8", "surrogatepass")
+        return cls(
+            source_topic=source_topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            reason=rejection.reason,
+            detail=rejection.detail,
+            event_id=rejection.event_id,
+            original_base64=base64.b64encode(original).decode("ascii"),
+            received_at=received_at or datetime.now(timezone.utc),
+        )
+
+    def original_bytes(self) -> bytes:
+        """The original message bytes."""
+        return base64.b64decode(self.original_base64, validate=True)
