@@ -1,0 +1,24 @@
+"""Deterministic aggregate ids: the same member, receipt or MGTS account has
+the same id on every machine and in every replay (no random ids)."""
+from __future__ import annotations
+
+from uuid import UUID, uuid5
+
+# Fixed for the life of the event store: changing it orphans every aggregate.
+NAMESPACE = UUID("6f1d2f64-3b7e-5d0c-9a55-acc2a1000001")
+
+
+def member_id(msisdn: str) -> UUID:
+    return uuid5(NAMESPACE, f"member:{msisdn}")
+
+
+def receipt_id(receipt: str) -> UUID:
+    return uuid5(NAMESPACE, f"receipt:{receipt}")
+
+
+def mgts_account_id(mgts_account: str) -> UUID:
+    return uuid5(NAMESPACE, f"mgts:{mgts_account}")
+
+
+def rejection_id(topic: str, message_key: str) -> UUID:
+    return uuid5(NAMESPACE, f"rejection:{topic}:{message_key}")

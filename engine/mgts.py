@@ -1,0 +1,101 @@
+"""MGTS fixed-line accounts (rule 4): the linked msisdn, the bills of each
+period, and what each period earned when it was settled on the 15th."""
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from eventsourcing.domain import Aggregate
+
+from engine.calendar import midnight, settlement_date
+from engine.ids import mgts_account_id
+from engine.rules import RuleSet, points_for
+
+_TOTAL, _EARNED, _SETTLED_TOTAL = 0, 1, 2  # a period: [total, points earned, total when last settled or None]
+
+
+class MgtsAccount(Aggregate):
+    class Opened(Aggregate.Created):
+        mgts_account: str
+
+    def __init__(self, mgts_account: str):
+        self.mgts_account = mgts_account
+        self.msisdn: str | None = None
+        self.linked_at: datetime | None = None
+        self.periods: dict[str, list] = {}
+
+    @classmethod
+    def open(cls, mgts_account: str, at: datetime) -> MgtsAccount:
+        return cls._create(cls.Opened, id=mgts_account_id(mgts_account), mgts_account=mgts_account, timestamp=at)
+
+    def link(self, source_event_id: str, msisdn: str, linked_at: datetime) -> None:
+        """A later link replaces the earlier one; "later" is by `occurred_at`,
+        so a link that arrives late does not undo a newer one."""
+        self.trigger_event(self.Linked, source_event_id=source_event_id, msisdn=msisdn, linked_at=linked_at, timestamp=linked_at)
+
+    class Linked(Aggregate.Event):
+        source_event_id: str
+        msisdn: str
+        linked_at: datetime
+
+        def apply(self, account: MgtsAccount) -> None:
+            if account.linked_at is None or self.linked_at >= account.linked_at:
+                account.msisdn = self.msisdn
+                account.linked_at = self.linked_at
+
+    def record_bill(self, source_event_id: str, period: str, amount: Decimal, occurred_at: datetime) -> None:
+        self.trigger_event(self.BillRecorded, source_event_id=source_event_id, period=period, amount=amount, timestamp=occurred_at)
+
+    class BillRecorded(Aggregate.Event):
+        source_event_id: str
+        period: str
+        amount: Decimal
+
+        def apply(self, account: MgtsAccount) -> None:
+            period = account.periods.setdefault(self.period, [Decimal(0), 0, None])
+            period[_TOTAL] += self.amount
+
+    def settlement_due(self, period: str, rules: RuleSet) -> datetime:
+        return midnight(settlement_date(period, rules.mgts_settlement_day))
+
+    def needs_settlement(self, period: str) -> bool:
+        """A period with bills that its last settlement has not seen."""
+        entry = self.periods.get(period)
+        return entry is not None and entry[_SETTLED_TOTAL] != entry[_TOTAL]
+
+    def settle(self, period: str, enrolled_at: datetime, rules: RuleSet, at: datetime) -> int:
+        """Settles the period for the linked member (enrolled at `enrolled_at`):
+        floor(total / 5) minus what it already earned. A member enrolled after
+        the settlement moment is not eligible: the period is closed with
+        nothing credited. Returns the points to credit."""
+        assert self.msisdn is not None
+        due = self.settlement_due(period, rules)
+        assert due <= at, "an MGTS period is settled on the 15th of the month after"
+        total, earned, _ = self.periods[period]
+        eligible = enrolled_at <= due
+        points = points_for(total, rules.mgts_rubles_per_point) if eligible else earned
+        self.trigger_event(
+            self.PeriodSettled,
+            period=period,
+            msisdn=self.msisdn,
+            total=total,
+            eligible=eligible,
+            points=points,
+            points_before=earned,
+            timestamp=at,
+        )
+        assert points >= earned, "bills only add to a period"
+        return points - earned
+
+    class PeriodSettled(Aggregate.Event):
+        period: str
+        msisdn: str
+        total: Decimal
+        eligible: bool
+        points: int
+        points_before: int
+
+        def apply(self, account: MgtsAccount) -> None:
+            entry = account.periods[self.period]
+            entry[_EARNED] = self.points
+            entry[_SETTLED_TOTAL] = self.total

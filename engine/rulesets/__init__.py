@@ -1,0 +1,1 @@
+"""Versioned rule files. `default.toml` is RULES.md of the contract."""
