@@ -1,0 +1,227 @@
+"""The `accrual` command line, as EVENTS.md lists it. Commands parse their
+arguments, call the runtime and print; no rule lives here."""
+from __future__ import annotations
+
+import json
+import sys
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from accrual.intake import read_batches
+from accrual.runtime import Runtime
+from accrual.settings import Settings, SettingsError
+from engine.application import APPLIED, DUPLICATE, HELD, NOT_ELIGIBLE, REJECTED, Report
+from engine.rules import RulesFileError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Event-sourced loyalty-points engine.")
+schemas_app = typer.Typer(no_args_is_help=True, help="Message schemas for producers.")
+app.add_typer(schemas_app, name="schemas")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _runtime() -> Runtime:
+    try:
+        return Runtime(Settings.from_env())
+    except (SettingsError, RulesFileError) as error:
+        err.print(f"[red]configuration error:[/red] {error}")
+        raise typer.Exit(2) from error
+
+
+def _parse_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as error:
+        raise typer.BadParameter(f"expected YYYY-MM-DD, got {text!r}") from error
+
+
+@app.command()
+def ingest(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="JSON Lines, one message a line"),
+    json_output: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+) -> None:
+    """Apply a file of inbound events and print what happened to them."""
+    with _runtime() as runtime:
+        received_at = datetime.now(timezone.utc)  # when the file was received, for rejections
+        size = file.stat().st_size
+        show = err.is_terminal and size > 1_000_000
+        with Progress(
+            TextColumn("[bold]ingest[/bold] {task.description}"),
+            BarColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            disable=not show,
+        ) as progress:
+            task = progress.add_task(file.name, total=size)
+            batches = read_batches(
+                file, runtime.settings.batch_size, received_at, on_bytes=lambda n: progress.advance(task, n)
+            )
+            report = runtime.apply(batches)
+    _print_report(report, json_output, f"ingested {file}")
+
+
+@app.command()
+def tick(
+    as_of: str = typer.Option(..., "--as-of", help="the date whose 00:00 Moscow time closes the day"),
+    json_output: bool = typer.Option(False, "--json"),
+) -> None:
+    """The daily close (rule 9): settlements due, then expiry."""
+    day = _parse_date(as_of)
+    with _runtime() as runtime:
+        report = runtime.tick(day)
+    summary = {"as_of": day.isoformat(), "settled": report.settled, "expired_points": report.expired_points}
+    if json_output:
+        out.print_json(json.dumps(summary))
+    else:
+        out.print(f"tick {day}: {report.settled} settlements, {report.expired_points} points expired")
+
+
+@app.command()
+def balances(json_output: bool = typer.Option(False, "--json", help="one JSON object: msisdn -> balance")) -> None:
+    """Every enrolled member's balance."""
+    with _runtime() as runtime:
+        runtime.projector.catch_up()
+        result = runtime.reads.balances()
+    if json_output:
+        sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
+        return
+    table = Table("msisdn", "balance")
+    for msisdn, points in result.items():
+        table.add_row(msisdn, str(points))
+    out.print(table)
+
+
+@app.command()
+def balance(msisdn: str, json_output: bool = typer.Option(False, "--json")) -> None:
+    """One member's balance and lots with their expiry."""
+    with _runtime() as runtime:
+        runtime.projector.catch_up()
+        member = runtime.reads.member(msisdn)
+        if member is None:
+            err.print(f"no account for {msisdn}")
+            raise typer.Exit(1)
+        lots = runtime.reads.lots(msisdn)
+    if json_output:
+        sys.stdout.write(json.dumps({**member, "lots": lots}, sort_keys=True) + "\n")
+        return
+    state = f"enrolled {member['enrolled_at']}" if member["enrolled_at"] else "not enrolled (events held)"
+    out.print(f"{msisdn}: [bold]{member['balance']}[/bold] points, {state}, uncollected {member['uncollected']}")
+    table = Table("lot", "rule", "lot date", "expires", "points", "left")
+    for lot in lots:
+        table.add_row(*(str(lot[k]) for k in ("lot_id", "rule", "lot_date", "expires_on", "points", "remaining")))
+    out.print(table)
+
+
+@app.command()
+def history(
+    msisdn: str,
+    json_output: bool = typer.Option(False, "--json"),
+    limit: int = typer.Option(1000, min=1, max=100000),
+) -> None:
+    """One member's credits and debits, each with its rule or reason."""
+    with _runtime() as runtime:
+        runtime.projector.catch_up()
+        if runtime.reads.member(msisdn) is None:
+            err.print(f"no account for {msisdn}")
+            raise typer.Exit(1)
+        entries = runtime.reads.history(msisdn, limit=limit)
+    if json_output:
+        sys.stdout.write(json.dumps(entries, sort_keys=True, ensure_ascii=False) + "\n")
+        return
+    table = Table("v", "when", "what", "points", "rule/reason", "source", "expires")
+    for e in entries:
+        table.add_row(
+            str(e["version"]), e["occurred_at"], e["kind"], f"{e['points']:+d}",
+            e["rule"] or e["reason"] or "", e["source_event_id"] or "", e["expires_on"] or "",
+        )
+    out.print(table)
+
+
+@app.command()
+def replay() -> None:
+    """Drop the read models and rebuild them from the event log."""
+    with _runtime() as runtime:
+        with Progress(console=err, disable=not err.is_terminal) as progress:
+            task = progress.add_task("replay", total=None)
+            count = runtime.replay(lambda done, total: progress.update(task, completed=done, total=total))
+    out.print(f"replayed {count} events into the read models")
+
+
+@app.command()
+def audit(json_output: bool = typer.Option(False, "--json")) -> None:
+    """Rebuild the read models into a scratch copy and report every difference
+    from the live ones (exit code 1 if there is any)."""
+    with _runtime() as runtime:
+        differences = runtime.audit()
+    if json_output:
+        rows = [{"table": d.table, "key": d.key, "live": d.live, "rebuilt": d.rebuilt} for d in differences]
+        sys.stdout.write(json.dumps({"differences": rows}, default=str) + "\n")
+    elif differences:
+        for d in differences[:200]:
+            out.print(f"[red]{d.table}[/red] {d.key}: live={d.live!r} rebuilt={d.rebuilt!r}")
+        out.print(f"[red]{len(differences)} differences[/red]")
+    else:
+        out.print("audit: the read models equal a rebuild from the event log")
+    if differences:
+        raise typer.Exit(1)
+
+
+@app.command()
+def rejections(json_output: bool = typer.Option(False, "--json")) -> None:
+    """Rejected messages, counted by reason."""
+    with _runtime() as runtime:
+        runtime.projector.catch_up()
+        counts = runtime.reads.rejections_by_reason()
+    if json_output:
+        sys.stdout.write(json.dumps(counts, sort_keys=True) + "\n")
+        return
+    for reason, count in counts.items():
+        out.print(f"{reason}: {count}")
+
+
+@schemas_app.command("export")
+def schemas_export(directory: Path) -> None:
+    """Write JSON Schema files that producers can validate against."""
+    from schemas import export_json_schemas
+
+    for path in export_json_schemas(directory):
+        out.print(str(path))
+
+
+def _print_report(report: Report, json_output: bool, title: str) -> None:
+    summary = {
+        "applied": report.outcomes[APPLIED],
+        "not_eligible": report.outcomes[NOT_ELIGIBLE],
+        "duplicates": report.outcomes[DUPLICATE],
+        "held": report.outcomes[HELD],
+        "released": report.released,
+        "rejected": report.outcomes[REJECTED],
+        "rejected_by_reason": dict(sorted(report.rejected.items())),
+    }
+    if json_output:
+        sys.stdout.write(json.dumps(summary) + "\n")
+        return
+    out.print(
+        f"{title}: applied {summary['applied']}, not eligible {summary['not_eligible']}, "
+        f"duplicates {summary['duplicates']}, held {summary['held']}, released {summary['released']}, "
+        f"rejected {summary['rejected']}"
+    )
+    for reason, count in summary["rejected_by_reason"].items():
+        out.print(f"  rejected {reason}: {count}")
+
+
+def main() -> None:  # pragma: no cover - console script
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+
+

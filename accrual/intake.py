@@ -1,0 +1,74 @@
+"""The file edge of the embedded mode: JSON Lines in, `Inbound` batches out.
+
+Each line is one inbound message with an extra `topic` field. A line that
+cannot be parsed is not dropped: it becomes a rejected `Inbound`, keyed by
+the hash of its bytes, and the engine records it with its reason."""
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Iterator
+
+from engine.application import Inbound
+from schemas import MessageRejected, content_fingerprint, parse_line
+
+UNKNOWN_TOPIC = "(unknown)"
+
+
+def inbound_from_line(raw: bytes, received_at: datetime) -> Inbound:
+    try:
+        topic, event = parse_line(raw)
+    except MessageRejected as rejected:
+        digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+        return Inbound(
+            topic=_topic_of(raw),
+            key=digest,
+            fingerprint=digest,
+            original=raw,
+            received_at=received_at,
+            rejection=(rejected.reason, rejected.detail),
+            event_id=rejected.event_id,
+            msisdn=rejected.msisdn,
+        )
+    return Inbound(
+        topic=topic,
+        key=event.event_id,
+        fingerprint=content_fingerprint(event),
+        original=raw,
+        received_at=received_at,
+        event=event,
+        event_id=event.event_id,
+        msisdn=getattr(event, "msisdn", None),
+    )
+
+
+def _topic_of(raw: bytes) -> str:
+    """The topic a rejected line names, if it names one at all."""
+    try:
+        topic = json.loads(raw).get("topic")
+    except (ValueError, AttributeError):
+        return UNKNOWN_TOPIC
+    return topic if isinstance(topic, str) and 0 < len(topic) <= 255 else UNKNOWN_TOPIC
+
+
+def read_batches(
+    path: Path, batch_size: int, received_at: datetime, on_bytes: Callable[[int], None] | None = None
+) -> Iterator[list[Inbound]]:
+    """Batches of inbound messages from a JSON Lines file; blank lines are
+    skipped (they carry no message)."""
+    batch: list[Inbound] = []
+    with open(path, "rb") as handle:
+        for line in handle:
+            if on_bytes is not None:
+                on_bytes(len(line))
+            raw = line.rstrip(b"\r\n")
+            if not raw.strip():
+                continue
+            batch.append(inbound_from_line(raw, received_at))
+            if len(batch) >= batch_size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,124 @@
+"""Storage adapters: the eventsourcing recorders for SQLite and PostgreSQL,
+extended with the inbox of processed message keys, which is written in the
+same transaction as the events of a batch (so a redelivered message is a
+duplicate whether a crash came before or after the commit)."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+
+from accrual.settings import DatabaseUrl, Settings
+from engine.application import AccrualApplication
+from engine.rules import load_rules
+
+INBOX_DDL = (
+    "CREATE TABLE IF NOT EXISTS inbox ("
+    " topic TEXT NOT NULL,"
+    " message_key TEXT NOT NULL,"
+    " fingerprint TEXT NOT NULL,"
+    " outcome TEXT NOT NULL,"
+    " PRIMARY KEY (topic, message_key))"
+)
+_LOOKUP_CHUNK = 400
+
+
+class SQLiteInboxRecorder(SQLiteApplicationRecorder):
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(), INBOX_DDL]
+
+    def _insert_events(self, c: Any, stored_events: Sequence[Any], **kwargs: Any) -> Sequence[int] | None:
+        notification_ids = super()._insert_events(c, stored_events, **kwargs)
+        rows = kwargs.get("inbox")
+        if rows:
+            c.executemany("INSERT INTO inbox VALUES (?,?,?,?)", rows)
+        return notification_ids
+
+    def select_inbox(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        found: dict[tuple[str, str], str] = {}
+        unique = list(dict.fromkeys(keys))
+        with self.datastore.transaction(commit=False) as c:
+            for start in range(0, len(unique), _LOOKUP_CHUNK):
+                chunk = unique[start : start + _LOOKUP_CHUNK]
+                values = ",".join("(?,?)" for _ in chunk)
+                c.execute(
+                    "SELECT topic, message_key, fingerprint FROM inbox "
+                    f"WHERE (topic, message_key) IN (VALUES {values})",
+                    [part for key in chunk for part in key],
+                )
+                for row in c.fetchall():
+                    found[(row[0], row[1])] = row[2]
+        return found
+
+
+class PostgresInboxRecorder(PostgresApplicationRecorder):
+    def __init__(self, datastore: Any, *, events_table_name: str = "stored_events"):
+        super().__init__(datastore, events_table_name=events_table_name)
+        from psycopg.sql import SQL
+
+        self.sql_create_statements.append(SQL(INBOX_DDL))
+
+    def _insert_events(self, curs: Any, stored_events: Sequence[Any], **kwargs: Any) -> None:
+        rows = kwargs.get("inbox")
+        if rows:
+            curs.executemany("INSERT INTO inbox VALUES (%s,%s,%s,%s)", rows)
+        super()._insert_events(curs, stored_events, **kwargs)
+
+    def select_inbox(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        found: dict[tuple[str, str], str] = {}
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return found
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(
+                "SELECT i.topic, i.message_key, i.fingerprint FROM inbox i "
+                "JOIN unnest(%s::text[], %s::text[]) AS k(topic, message_key) "
+                "ON i.topic = k.topic AND i.message_key = k.message_key",
+                ([t for t, _ in unique], [k for _, k in unique]),
+            )
+            for row in curs.fetchall():
+                found[(row["topic"], row["message_key"])] = row["fingerprint"]
+        return found
+
+
+def eventsourcing_env(database: DatabaseUrl, cache_size: int) -> dict[str, str]:
+    env = {"AGGREGATE_CACHE_MAXSIZE": str(cache_size)}
+    if database.is_postgres:
+        env.update(
+            PERSISTENCE_MODULE="eventsourcing.postgres",
+            APPLICATION_RECORDER_TOPIC="accrual.storage:PostgresInboxRecorder",
+            POSTGRES_DBNAME=database.dbname,
+            POSTGRES_HOST=database.host,
+            POSTGRES_PORT=str(database.port),
+            POSTGRES_USER=database.user,
+            POSTGRES_PASSWORD=database.password,
+            POSTGRES_POOL_SIZE="4",
+            POSTGRES_MAX_OVERFLOW="4",
+            POSTGRES_CONNECT_TIMEOUT="10",
+            POSTGRES_LOCK_TIMEOUT="30",
+        )
+    else:
+        assert database.path is not None
+        database.path.parent.mkdir(parents=True, exist_ok=True)
+        env.update(
+            PERSISTENCE_MODULE="eventsourcing.sqlite",
+            APPLICATION_RECORDER_TOPIC="accrual.storage:SQLiteInboxRecorder",
+            SQLITE_DBNAME=str(database.path),
+            SQLITE_LOCK_TIMEOUT="30",
+        )
+    return env
+
+
+def open_application(settings: Settings) -> AccrualApplication:
+    return AccrualApplication(
+        env=eventsourcing_env(settings.database, settings.cache_size),
+        rules=load_rules(settings.rules_file),
+    )
+
+
+def events_table(database: DatabaseUrl) -> str:
+    """Where the eventsourcing library keeps this application's events."""
+    return f"{AccrualApplication.name}_events" if database.is_postgres else "stored_events"
+
+

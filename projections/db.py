@@ -1,0 +1,72 @@
+"""A thin connection wrapper so that the read models run on SQLite and on
+PostgreSQL with the same SQL (written with `?` placeholders)."""
+from __future__ import annotations
+
+import sqlite3
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+
+class Database:
+    """`url` is an `accrual.settings.DatabaseUrl` (scheme, path or host...)."""
+
+    def __init__(self, url: Any):
+        self.url = url
+        self.is_postgres = url.is_postgres
+        if url.is_postgres:
+            import psycopg
+
+            self._conn: Any = psycopg.connect(
+                host=url.host, port=url.port, user=url.user, password=url.password, dbname=url.dbname,
+                autocommit=True, connect_timeout=10,
+            )
+        else:
+            self._conn = sqlite3.connect(str(url.path), isolation_level=None, timeout=30, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+
+    def sql(self, statement: str) -> str:
+        return statement.replace("?", "%s") if self.is_postgres else statement
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        if self.is_postgres:
+            with self._conn.transaction(), self._conn.cursor() as cursor:
+                yield Transaction(self, cursor)
+        else:
+            cursor = self._conn.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                yield Transaction(self, cursor)
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
+
+    def query(self, statement: str, params: Sequence[Any] = ()) -> list[tuple]:
+        cursor = self._conn.cursor()
+        try:
+            cursor.execute(self.sql(statement), params)
+            return [tuple(row) for row in cursor.fetchall()]
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class Transaction:
+    def __init__(self, db: Database, cursor: Any):
+        self.db = db
+        self.cursor = cursor
+
+    def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
+        self.cursor.execute(self.db.sql(statement), params)
+
+    def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.cursor.executemany(self.db.sql(statement), rows)
+
+    def query(self, statement: str, params: Sequence[Any] = ()) -> list[tuple]:
+        self.cursor.execute(self.db.sql(statement), params)
+        return [tuple(row) for row in self.cursor.fetchall()]
+

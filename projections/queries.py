@@ -1,0 +1,121 @@
+"""Reads of the read models: for the command line, the personal account, and
+the tick's agenda (which aggregates have settlements or expiries due)."""
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import Any, Callable
+
+from engine.calendar import shift_month
+from engine.rules import RuleSet
+from projections.db import Database
+from projections.tables import Names
+
+
+class ReadModels:
+    def __init__(self, db: Database, names: Names | None = None):
+        self.db = db
+        self.names = names or Names()
+
+    def balances(self) -> dict[str, int]:
+        rows = self.db.query(
+            f"SELECT msisdn, balance FROM {self.names.members} WHERE enrolled_at IS NOT NULL ORDER BY msisdn"
+        )
+        return {msisdn: int(balance) for msisdn, balance in rows}
+
+    def member(self, msisdn: str) -> dict[str, Any] | None:
+        rows = self.db.query(
+            f"SELECT msisdn, enrolled_at, channel, balance, uncollected, version, updated_at "
+            f"FROM {self.names.members} WHERE msisdn = ?",
+            (msisdn,),
+        )
+        if not rows:
+            return None
+        keys = ("msisdn", "enrolled_at", "channel", "balance", "uncollected", "version", "updated_at")
+        return dict(zip(keys, rows[0]))
+
+    def lots(self, msisdn: str) -> list[dict[str, Any]]:
+        rows = self.db.query(
+            f"SELECT lot_id, rule, lot_date, expires_on, points, remaining FROM {self.names.lots} "
+            "WHERE msisdn = ? AND remaining > 0 ORDER BY expires_on, lot_id",
+            (msisdn,),
+        )
+        keys = ("lot_id", "rule", "lot_date", "expires_on", "points", "remaining")
+        return [dict(zip(keys, row)) for row in rows]
+
+    def burn_forecast(self, msisdn: str, today: date, horizons_days: tuple[int, ...] = (30, 60, 90)) -> dict[int, int]:
+        """Points that expire within each horizon from `today`."""
+        from datetime import timedelta
+
+        lots = self.lots(msisdn)
+        return {
+            days: sum(lot["remaining"] for lot in lots if lot["expires_on"] <= (today + timedelta(days=days)).isoformat())
+            for days in horizons_days
+        }
+
+    def history(self, msisdn: str, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
+        rows = self.db.query(
+            f"SELECT version, kind, points, rule, reason, source_event_id, lot_id, lot_date, expires_on, "
+            f"occurred_at, detail FROM {self.names.history} WHERE msisdn = ? ORDER BY version LIMIT ? OFFSET ?",
+            (msisdn, limit, offset),
+        )
+        keys = ("version", "kind", "points", "rule", "reason", "source_event_id", "lot_id", "lot_date",
+                "expires_on", "occurred_at", "detail")
+        result = []
+        for row in rows:
+            entry = dict(zip(keys, row))
+            entry["detail"] = json.loads(entry["detail"])
+            result.append(entry)
+        return result
+
+    def rejections_by_reason(self) -> dict[str, int]:
+        rows = self.db.query(
+            f"SELECT reason, COUNT(*) FROM {self.names.rejections} GROUP BY reason ORDER BY reason"
+        )
+        return {reason: int(count) for reason, count in rows}
+
+    def held_count(self) -> int:
+        return int(self.db.query(f"SELECT COUNT(*) FROM {self.names.held}")[0][0])
+
+
+class Agenda:
+    """The tick's agenda (engine.application.TickAgenda) read from the
+    read models, which `refresh` brings up to the end of the event log."""
+
+    def __init__(self, db: Database, rules: RuleSet, refresh: Callable[[], Any], names: Names | None = None):
+        self.db = db
+        self.rules = rules
+        self._refresh = refresh
+        self.names = names or Names()
+
+    def refresh(self) -> None:
+        self._refresh()
+
+    def card_months_due(self, as_of: date) -> list[tuple[str, str]]:
+        last = _last_month_due(as_of, self.rules.card_settlement_day)
+        return [tuple(row) for row in self.db.query(
+            f"SELECT msisdn, month FROM {self.names.card_months} WHERE dirty = 1 AND month <= ? "
+            "ORDER BY msisdn, month",
+            (last,),
+        )]
+
+    def mgts_periods_due(self, as_of: date) -> list[tuple[str, str]]:
+        last = _last_month_due(as_of, self.rules.mgts_settlement_day)
+        return [tuple(row) for row in self.db.query(
+            f"SELECT mgts_account, period FROM {self.names.mgts_periods} WHERE dirty = 1 AND period <= ? "
+            "ORDER BY mgts_account, period",
+            (last,),
+        )]
+
+    def members_with_expiring_lots(self, as_of: date) -> list[str]:
+        return [row[0] for row in self.db.query(
+            f"SELECT DISTINCT msisdn FROM {self.names.lots} WHERE remaining > 0 AND expires_on <= ? ORDER BY msisdn",
+            (as_of.isoformat(),),
+        )]
+
+
+def _last_month_due(as_of: date, settlement_day: int) -> str:
+    """The latest month whose settlement day (in the month after) is on or
+    before `as_of`."""
+    this_month = f"{as_of.year:04d}-{as_of.month:02d}"
+    return shift_month(this_month, -1 if as_of.day >= settlement_day else -2)

@@ -1,0 +1,144 @@
+"""The read-model tables. Every name takes a prefix, so `accrual audit` can
+build a scratch copy beside the live one. Money is kept in kopecks (integers)
+so that sums in SQL stay exact on SQLite as well as on PostgreSQL."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TABLES = (
+    "members",
+    "history",
+    "lots",
+    "held",
+    "rejections",
+    "card_months",
+    "mgts_accounts",
+    "mgts_periods",
+    "tracking",
+)
+
+_DDL = {
+    "members": """
+        CREATE TABLE IF NOT EXISTS {members} (
+            account_id TEXT PRIMARY KEY,
+            msisdn TEXT NOT NULL UNIQUE,
+            enrolled_at TEXT,
+            channel TEXT,
+            balance BIGINT NOT NULL DEFAULT 0,
+            uncollected BIGINT NOT NULL DEFAULT 0,
+            version BIGINT NOT NULL,
+            updated_at TEXT NOT NULL)""",
+    "history": """
+        CREATE TABLE IF NOT EXISTS {history} (
+            msisdn TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            kind TEXT NOT NULL,
+            points BIGINT NOT NULL,
+            rule TEXT,
+            reason TEXT,
+            source_event_id TEXT,
+            lot_id BIGINT,
+            lot_date TEXT,
+            expires_on TEXT,
+            occurred_at TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            PRIMARY KEY (msisdn, version))""",
+    "lots": """
+        CREATE TABLE IF NOT EXISTS {lots} (
+            msisdn TEXT NOT NULL,
+            lot_id BIGINT NOT NULL,
+            rule TEXT NOT NULL,
+            lot_date TEXT NOT NULL,
+            expires_on TEXT NOT NULL,
+            points BIGINT NOT NULL,
+            remaining BIGINT NOT NULL,
+            PRIMARY KEY (msisdn, lot_id))""",
+    "held": """
+        CREATE TABLE IF NOT EXISTS {held} (
+            msisdn TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            source_event_id TEXT NOT NULL,
+            occurred_at TEXT NOT NULL,
+            message TEXT NOT NULL,
+            PRIMARY KEY (msisdn, topic, source_event_id))""",
+    "rejections": """
+        CREATE TABLE IF NOT EXISTS {rejections} (
+            rejection_id TEXT PRIMARY KEY,
+            topic TEXT NOT NULL,
+            source_partition BIGINT,
+            source_offset BIGINT,
+            event_id TEXT,
+            msisdn TEXT,
+            reason TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            original TEXT NOT NULL,
+            received_at TEXT NOT NULL)""",
+    "card_months": """
+        CREATE TABLE IF NOT EXISTS {card_months} (
+            msisdn TEXT NOT NULL,
+            month TEXT NOT NULL,
+            net_kopecks BIGINT NOT NULL DEFAULT 0,
+            settled_points BIGINT,
+            dirty INTEGER NOT NULL,
+            PRIMARY KEY (msisdn, month))""",
+    "mgts_accounts": """
+        CREATE TABLE IF NOT EXISTS {mgts_accounts} (
+            account_id TEXT PRIMARY KEY,
+            mgts_account TEXT NOT NULL UNIQUE,
+            msisdn TEXT,
+            linked_at TEXT)""",
+    "mgts_periods": """
+        CREATE TABLE IF NOT EXISTS {mgts_periods} (
+            mgts_account TEXT NOT NULL,
+            period TEXT NOT NULL,
+            total_kopecks BIGINT NOT NULL DEFAULT 0,
+            settled_points BIGINT,
+            settled_for TEXT,
+            dirty INTEGER NOT NULL,
+            PRIMARY KEY (mgts_account, period))""",
+    "tracking": """
+        CREATE TABLE IF NOT EXISTS {tracking} (
+            name TEXT PRIMARY KEY,
+            position BIGINT NOT NULL)""",
+}
+
+_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS {lots}_expiring ON {lots} (expires_on) WHERE remaining > 0",
+    "CREATE INDEX IF NOT EXISTS {card_months}_dirty ON {card_months} (month) WHERE dirty = 1",
+    "CREATE INDEX IF NOT EXISTS {mgts_periods}_dirty ON {mgts_periods} (period) WHERE dirty = 1",
+    "CREATE INDEX IF NOT EXISTS {rejections}_reason ON {rejections} (reason)",
+)
+
+# How each table is ordered when audit compares a live copy with a rebuilt one.
+ORDER_BY = {
+    "members": "msisdn",
+    "history": "msisdn, version",
+    "lots": "msisdn, lot_id",
+    "held": "msisdn, topic, source_event_id",
+    "rejections": "rejection_id",
+    "card_months": "msisdn, month",
+    "mgts_accounts": "mgts_account",
+    "mgts_periods": "mgts_account, period",
+}
+
+
+@dataclass(frozen=True)
+class Names:
+    """Table names with a prefix: "" for the live read models."""
+
+    prefix: str = ""
+
+    def __getattr__(self, table: str) -> str:
+        if table in TABLES:
+            return f"{self.prefix}rm_{table}"
+        raise AttributeError(table)
+
+    def mapping(self) -> dict[str, str]:
+        return {table: getattr(self, table) for table in TABLES}
+
+    def create_statements(self) -> list[str]:
+        names = self.mapping()
+        return [_DDL[t].format(**names) for t in TABLES] + [i.format(**names) for i in _INDEXES]
+
+    def drop_statements(self) -> list[str]:
+        return [f"DROP TABLE IF EXISTS {getattr(self, t)}" for t in TABLES]
