@@ -6,14 +6,13 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from accrual.settings import DatabaseUrl, Settings
 from engine.application import AccrualApplication
 from engine.rules import load_rules
 
-INBOX_DDL = (
+INBOX_DDL = (  # the same on SQLite and PostgreSQL
     "CREATE TABLE IF NOT EXISTS inbox ("
     " topic TEXT NOT NULL,"
     " message_key TEXT NOT NULL,"
@@ -52,42 +51,12 @@ class SQLiteInboxRecorder(SQLiteApplicationRecorder):
         return found
 
 
-class PostgresInboxRecorder(PostgresApplicationRecorder):
-    def __init__(self, datastore: Any, *, events_table_name: str = "stored_events"):
-        super().__init__(datastore, events_table_name=events_table_name)
-        from psycopg.sql import SQL
-
-        self.sql_create_statements.append(SQL(INBOX_DDL))
-
-    def _insert_events(self, curs: Any, stored_events: Sequence[Any], **kwargs: Any) -> None:
-        rows = kwargs.get("inbox")
-        if rows:
-            curs.executemany("INSERT INTO inbox VALUES (%s,%s,%s,%s)", rows)
-        super()._insert_events(curs, stored_events, **kwargs)
-
-    def select_inbox(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
-        found: dict[tuple[str, str], str] = {}
-        unique = list(dict.fromkeys(keys))
-        if not unique:
-            return found
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(
-                "SELECT i.topic, i.message_key, i.fingerprint FROM inbox i "
-                "JOIN unnest(%s::text[], %s::text[]) AS k(topic, message_key) "
-                "ON i.topic = k.topic AND i.message_key = k.message_key",
-                ([t for t, _ in unique], [k for _, k in unique]),
-            )
-            for row in curs.fetchall():
-                found[(row["topic"], row["message_key"])] = row["fingerprint"]
-        return found
-
-
 def eventsourcing_env(database: DatabaseUrl, cache_size: int) -> dict[str, str]:
     env = {"AGGREGATE_CACHE_MAXSIZE": str(cache_size)}
     if database.is_postgres:
         env.update(
             PERSISTENCE_MODULE="eventsourcing.postgres",
-            APPLICATION_RECORDER_TOPIC="accrual.storage:PostgresInboxRecorder",
+            APPLICATION_RECORDER_TOPIC="accrual.storage_postgres:PostgresInboxRecorder",
             POSTGRES_DBNAME=database.dbname,
             POSTGRES_HOST=database.host,
             POSTGRES_PORT=str(database.port),

@@ -1,0 +1,38 @@
+"""The PostgreSQL recorder with the inbox (imported only when the store is
+PostgreSQL, so the embedded mode does not load psycopg)."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from eventsourcing.postgres import PostgresApplicationRecorder
+from psycopg.sql import SQL
+
+from accrual.storage import INBOX_DDL
+
+
+class PostgresInboxRecorder(PostgresApplicationRecorder):
+    def __init__(self, datastore: Any, *, events_table_name: str = "stored_events"):
+        super().__init__(datastore, events_table_name=events_table_name)
+        self.sql_create_statements.append(SQL(INBOX_DDL))
+
+    def _insert_events(self, curs: Any, stored_events: Sequence[Any], **kwargs: Any) -> None:
+        rows = kwargs.get("inbox")
+        if rows:
+            curs.executemany("INSERT INTO inbox VALUES (%s,%s,%s,%s)", rows)
+        super()._insert_events(curs, stored_events, **kwargs)
+
+    def select_inbox(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        found: dict[tuple[str, str], str] = {}
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return found
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(
+                "SELECT i.topic, i.message_key, i.fingerprint FROM inbox i "
+                "JOIN unnest(%s::text[], %s::text[]) AS k(topic, message_key) "
+                "ON i.topic = k.topic AND i.message_key = k.message_key",
+                ([t for t, _ in unique], [k for _, k in unique]),
+            )
+            for row in curs.fetchall():
+                found[(row["topic"], row["message_key"])] = row["fingerprint"]
+        return found
