@@ -1,0 +1,110 @@
+"""Fixtures: a fresh store per test, on SQLite and on PostgreSQL.
+
+PostgreSQL is the real server that `dev/services up postgres` starts (the
+fixture starts it if it is not running); each test gets a database of its
+own, dropped afterwards."""
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from accrual.runtime import Runtime
+from accrual.settings import Settings, parse_database_url
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = Path(__file__).resolve().parent / "data" / "sample"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--soak", action="store_true", help="run the long soak tests as well")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--soak"):
+        return
+    skip = pytest.mark.skip(reason="long soak run: pass --soak (CI runs it with a few seeds)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str:
+    """The URL of a PostgreSQL role that may create databases."""
+    url = os.environ.get("ACCRUAL_TEST_POSTGRES_URL")
+    if url:
+        return url
+    started = subprocess.run(
+        [str(ROOT / "dev" / "services"), "up", "postgres"], capture_output=True, text=True, timeout=300
+    )
+    if started.returncode != 0:
+        pytest.fail(f"dev/services up postgres failed:\n{started.stderr}", pytrace=False)
+    for line in started.stdout.splitlines():
+        if line.startswith("ACCRUAL_DATABASE_URL="):
+            return line.split("=", 1)[1]
+    pytest.fail(f"dev/services printed no ACCRUAL_DATABASE_URL:\n{started.stdout}", pytrace=False)
+
+
+@pytest.fixture
+def postgres_url(postgres_admin_url):
+    """A fresh, empty PostgreSQL database for one test."""
+    import psycopg
+
+    admin = parse_database_url(postgres_admin_url)
+    name = f"accrual_test_{uuid.uuid4().hex[:12]}"
+    connect = dict(host=admin.host, port=admin.port, user=admin.user, password=admin.password, autocommit=True)
+    with psycopg.connect(dbname=admin.dbname, **connect) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql://{admin.user}:{admin.password}@{admin.host}:{admin.port}/{name}"
+    with psycopg.connect(dbname=admin.dbname, **connect) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'accrual.sqlite3'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request) -> str:
+    """Each storage-facing test runs once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")
+    return request.getfixturevalue("postgres_url")
+
+
+def settings_for(url: str, **overrides: str) -> Settings:
+    env = {"ACCRUAL_DATABASE_URL": url, **overrides}
+    return Settings.from_env(env)
+
+
+@pytest.fixture
+def runtime(sqlite_url):
+    """The engine on a fresh SQLite file: for rule tests."""
+    with Runtime(settings_for(sqlite_url)) as rt:
+        yield rt
+
+
+@pytest.fixture
+def runtime_on(database_url):
+    """The engine on a fresh store of each kind: for storage-facing tests."""
+    with Runtime(settings_for(database_url)) as rt:
+        yield rt
+
+
+@pytest.fixture
+def programme(runtime):
+    from tests.programme import Programme
+
+    return Programme(runtime)
+
+
+@pytest.fixture
+def programme_on(runtime_on):
+    from tests.programme import Programme
+
+    return Programme(runtime_on)
