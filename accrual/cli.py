@@ -67,6 +67,35 @@ def ingest(
     _print_report(report, json_output, f"ingested {file}")
 
 
+@app.command("run-plan")
+def run_plan(
+    plan_file: Path = typer.Argument(..., exists=True, dir_okay=False, help='plan.json: [["ingest", "FILE"], ["tick", "DATE"], ...]'),
+) -> None:
+    """Run a plan of ingests and ticks in order (back-fills, the sample workload).
+    Files are relative to the plan's folder."""
+    try:
+        steps = json.loads(plan_file.read_text("utf-8"))
+        assert isinstance(steps, list) and all(isinstance(s, list) and len(s) == 2 for s in steps)
+    except (ValueError, AssertionError) as error:
+        err.print(f"[red]{plan_file}[/red]: expected a JSON list of [command, argument] pairs")
+        raise typer.Exit(2) from error
+    total = Report()
+    with _runtime() as runtime:
+        received_at = datetime.now(timezone.utc)
+        for number, (command, argument) in enumerate(steps, start=1):
+            if command == "ingest":
+                path = plan_file.parent / argument
+                total.add(runtime.apply(read_batches(path, runtime.settings.batch_size, received_at)))
+            elif command == "tick":
+                total.add(runtime.tick(_parse_date(argument)))
+            else:
+                err.print(f"[red]step {number}[/red]: unknown command {command!r} (ingest or tick)")
+                raise typer.Exit(2)
+            err.print(f"step {number}/{len(steps)}: {command} {argument}")
+    _print_report(total, False, f"ran {len(steps)} steps of {plan_file}")
+    out.print(f"settlements {total.settled}, points expired {total.expired_points}")
+
+
 @app.command()
 def tick(
     as_of: str = typer.Option(..., "--as-of", help="the date whose 00:00 Moscow time closes the day"),

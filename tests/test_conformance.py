@@ -1,0 +1,100 @@
+"""The contract's sample plan through the command line, on SQLite and on
+PostgreSQL: `accrual balances --json` must equal expected.json; re-ingesting
+every file changes nothing; `accrual audit` finds no difference."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from accrual.cli import app
+from tests.conftest import SAMPLE
+
+
+def plan() -> list[tuple[str, str]]:
+    return [tuple(step) for step in json.loads((SAMPLE / "plan.json").read_text())]
+
+
+def accrual(runner: CliRunner, url: str, *args: str) -> str:
+    result = runner.invoke(app, list(args), env={"ACCRUAL_DATABASE_URL": url}, catch_exceptions=False)
+    assert result.exit_code == 0, f"accrual {' '.join(args)} exited {result.exit_code}:\n{result.output}"
+    return result.stdout
+
+
+def run_plan(runner: CliRunner, url: str) -> None:
+    for command, argument in plan():
+        if command == "ingest":
+            accrual(runner, url, "ingest", str(SAMPLE / argument))
+        else:
+            assert command == "tick", command
+            accrual(runner, url, "tick", "--as-of", argument)
+
+
+def test_the_sample_plan_gives_expected_balances_and_reingest_changes_nothing(database_url):
+    runner = CliRunner()
+    expected = json.loads((SAMPLE / "expected.json").read_text())
+
+    run_plan(runner, database_url)
+    assert json.loads(accrual(runner, database_url, "balances", "--json")) == expected
+
+    for command, argument in plan():
+        if command == "ingest":
+            summary = json.loads(accrual(runner, database_url, "ingest", "--json", str(SAMPLE / argument)))
+            assert summary["applied"] == summary["held"] == summary["rejected"] == 0, summary
+            assert summary["duplicates"] > 0
+    assert json.loads(accrual(runner, database_url, "balances", "--json")) == expected
+
+    audit = runner.invoke(app, ["audit", "--json"], env={"ACCRUAL_DATABASE_URL": database_url})
+    assert audit.exit_code == 0, audit.output
+    assert json.loads(audit.stdout) == {"differences": []}
+
+
+def test_audit_reports_a_tampered_read_model(sqlite_url):
+    runner = CliRunner()
+    accrual(runner, sqlite_url, "ingest", str(SAMPLE / "000-ingest.jsonl"))
+    accrual(runner, sqlite_url, "tick", "--as-of", "2025-06-01")
+    import sqlite3
+
+    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as db:
+        db.execute("UPDATE rm_members SET balance = balance + 7 WHERE enrolled_at IS NOT NULL "
+                   "AND msisdn = (SELECT MIN(msisdn) FROM rm_members WHERE enrolled_at IS NOT NULL)")
+    audit = runner.invoke(app, ["audit", "--json"], env={"ACCRUAL_DATABASE_URL": sqlite_url})
+    assert audit.exit_code == 1
+    differences = json.loads(audit.stdout)["differences"]
+    assert [d["table"] for d in differences] == ["members"]
+
+    accrual(runner, sqlite_url, "replay")
+    assert runner.invoke(app, ["audit"], env={"ACCRUAL_DATABASE_URL": sqlite_url}).exit_code == 0
+
+
+def test_the_console_script_runs_as_a_separate_process(sqlite_url):
+    """The installed `accrual` command, not just the in-process app."""
+    env = {**os.environ, "ACCRUAL_DATABASE_URL": sqlite_url}
+    exe = os.path.join(os.path.dirname(sys.executable), "accrual")
+    ingest = subprocess.run([exe, "ingest", "--json", str(SAMPLE / "000-ingest.jsonl")],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert ingest.returncode == 0, ingest.stderr
+    summary = json.loads(ingest.stdout)
+    assert summary["rejected"] == sum(summary["rejected_by_reason"].values())
+    balances = subprocess.run([exe, "balances", "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert balances.returncode == 0, balances.stderr
+    assert all(isinstance(points, int) and points >= 0 for points in json.loads(balances.stdout).values())
+
+
+def test_a_missing_database_setting_gives_a_clear_error(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["balances", "--json"], env={"ACCRUAL_DATABASE_URL": "sqlite://relative.db"})
+    assert result.exit_code == 2
+    assert "absolute path" in result.output
+
+
+@pytest.mark.parametrize("bad", ["2026-13-01", "yesterday"])
+def test_tick_refuses_a_date_it_cannot_read(sqlite_url, bad):
+    runner = CliRunner()
+    result = runner.invoke(app, ["tick", "--as-of", bad], env={"ACCRUAL_DATABASE_URL": sqlite_url})
+    assert result.exit_code == 2
+    assert "YYYY-MM-DD" in result.output
