@@ -19,7 +19,7 @@ from typing import Any, Iterable, Protocol, Sequence
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, LRUCache
-from eventsourcing.persistence import JSONTranscoder, Transcoding
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, PersistenceError, Transcoding
 
 from engine.account import MemberAccount
 from engine.calendar import midnight, settlement_date
@@ -34,6 +34,12 @@ from schemas import INBOUND_ADAPTER
 APPLIED, DUPLICATE, HELD, NOT_ELIGIBLE, REJECTED = "applied", "duplicate", "held", "not_eligible", "rejected"
 CONFLICTING_DUPLICATE = "conflicting_duplicate"
 INTERNAL_ERROR = "internal_error"
+_CONFLICT_RETRIES = 5
+_LATEST = 2**62  # "up to any version": reads past the cache
+
+
+class ConcurrentWriterError(RuntimeError):
+    """Another process keeps saving the same accounts; run one writer per store."""
 
 
 @dataclass(frozen=True)
@@ -132,20 +138,31 @@ class AccrualApplication(Application):
     # -- inbound messages -----------------------------------------------------
 
     def process(self, messages: Sequence[Inbound]) -> Report:
-        """Applies a batch in one transaction. If something unexpected breaks
-        (a defect, not a rule), the batch is retried one message at a time so
+        """Applies a batch in one transaction.
+
+        If another writer saved one of the batch's aggregates first, the
+        cached aggregates are dropped and the batch is applied again. If the
+        store is unavailable, the error goes to the caller, which retries the
+        batch later (nothing of it was saved). If something else breaks (a
+        defect, not a rule), the batch is applied one message at a time so
         that only the message that breaks is set aside, as `internal_error`."""
-        try:
-            return self._process_batch(messages)
-        except Exception:
-            if len(messages) == 1:
+        for _ in range(_CONFLICT_RETRIES):
+            try:
+                return self._process_batch(messages)
+            except IntegrityError:
                 self._forget_cached_aggregates()
-                return self._set_aside(messages[0])
-            self._forget_cached_aggregates()
-            report = Report()
-            for message in messages:
-                report.add(self.process([message]))
-            return report
+            except PersistenceError:
+                self._forget_cached_aggregates()
+                raise
+            except Exception:
+                self._forget_cached_aggregates()
+                if len(messages) == 1:
+                    return self._set_aside(messages[0])
+                report = Report()
+                for message in messages:
+                    report.add(self.process([message]))
+                return report
+        raise ConcurrentWriterError(f"a batch of {len(messages)} messages kept conflicting with another writer")
 
     def _process_batch(self, messages: Sequence[Inbound]) -> Report:
         batch = _Batch(self)
@@ -224,8 +241,11 @@ class AccrualApplication(Application):
     # -- reads for the command line and the personal account ------------------------
 
     def member(self, msisdn: str) -> MemberAccount | None:
+        """The member's account as stored now (from its latest snapshot and
+        the events after it, not from this process's cache, which another
+        writer may have overtaken)."""
         try:
-            return self.repository.get(member_id(msisdn))
+            return self.repository.get(member_id(msisdn), version=_LATEST)
         except AggregateNotFoundError:
             return None
 
