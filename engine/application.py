@@ -206,12 +206,15 @@ class AccrualApplication(Application):
         batch = _Batch(self)
         for mgts_account, period in due:
             account = batch.get(mgts_account_id(mgts_account))
-            if account is None or not account.needs_settlement(period) or account.msisdn is None:
+            if account is None or not account.needs_settlement(period):
+                continue
+            msisdn = account.beneficiary(period, self.rules)
+            if msisdn is None:
                 continue  # no link yet: the settlement waits (rule 4)
-            member = batch.get(member_id(account.msisdn))
+            member = batch.get(member_id(msisdn))
             if member is None or not member.is_enrolled:
                 continue  # the linked member is not enrolled yet: it waits
-            points = account.settle(period, member.enrolled_at, self.rules, at)
+            points = account.settle(period, msisdn, member.enrolled_at, self.rules, at)
             if points:
                 member.credit_mgts(mgts_account, period, points, self.rules, at)
             batch.report.settled += 1

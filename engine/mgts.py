@@ -20,8 +20,9 @@ class MgtsAccount(Aggregate):
 
     def __init__(self, mgts_account: str):
         self.mgts_account = mgts_account
-        self.msisdn: str | None = None
+        self.msisdn: str | None = None  # the latest link, by occurred_at
         self.linked_at: datetime | None = None
+        self.links: list[list] = []  # [linked_at, msisdn], in order of linked_at
         self.periods: dict[str, list] = {}
 
     @classmethod
@@ -30,7 +31,9 @@ class MgtsAccount(Aggregate):
 
     def link(self, source_event_id: str, msisdn: str, linked_at: datetime) -> None:
         """A later link replaces the earlier one; "later" is by `occurred_at`,
-        so a link that arrives late does not undo a newer one."""
+        so a link that arrives late does not undo a newer one. The history of
+        links is kept: a period earns for the msisdn linked at its
+        settlement moment."""
         self.trigger_event(self.Linked, source_event_id=source_event_id, msisdn=msisdn, linked_at=linked_at, timestamp=linked_at)
 
     class Linked(Aggregate.Event):
@@ -39,9 +42,9 @@ class MgtsAccount(Aggregate):
         linked_at: datetime
 
         def apply(self, account: MgtsAccount) -> None:
-            if account.linked_at is None or self.linked_at >= account.linked_at:
-                account.msisdn = self.msisdn
-                account.linked_at = self.linked_at
+            account.links.append([self.linked_at, self.msisdn])
+            account.links.sort(key=lambda link: link[0])
+            account.linked_at, account.msisdn = account.links[-1]
 
     def record_bill(self, source_event_id: str, period: str, amount: Decimal, occurred_at: datetime) -> None:
         self.trigger_event(self.BillRecorded, source_event_id=source_event_id, period=period, amount=amount, timestamp=occurred_at)
@@ -63,12 +66,19 @@ class MgtsAccount(Aggregate):
         entry = self.periods.get(period)
         return entry is not None and entry[_SETTLED_TOTAL] != entry[_TOTAL]
 
-    def settle(self, period: str, enrolled_at: datetime, rules: RuleSet, at: datetime) -> int:
-        """Settles the period for the linked member (enrolled at `enrolled_at`):
-        floor(total / 5) minus what it already earned. A member enrolled after
-        the settlement moment is not eligible: the period is closed with
-        nothing credited. Returns the points to credit."""
-        assert self.msisdn is not None
+    def beneficiary(self, period: str, rules: RuleSet) -> str | None:
+        """Rule 4: the msisdn linked at the settlement moment; if there was
+        no link yet then, the settlement waited for one: the current link."""
+        due = self.settlement_due(period, rules)
+        at_settlement = [msisdn for linked_at, msisdn in self.links if linked_at <= due]
+        return at_settlement[-1] if at_settlement else self.msisdn
+
+    def settle(self, period: str, msisdn: str, enrolled_at: datetime, rules: RuleSet, at: datetime) -> int:
+        """Settles the period for its beneficiary `msisdn` (enrolled at
+        `enrolled_at`): floor(total / 5) minus what it already earned. A
+        member enrolled after the settlement moment is not eligible: the
+        period is closed with nothing credited. Returns the points to credit."""
+        assert msisdn == self.beneficiary(period, rules)
         due = self.settlement_due(period, rules)
         assert due <= at, "an MGTS period is settled on the 15th of the month after"
         total, earned, _ = self.periods[period]
@@ -77,7 +87,7 @@ class MgtsAccount(Aggregate):
         self.trigger_event(
             self.PeriodSettled,
             period=period,
-            msisdn=self.msisdn,
+            msisdn=msisdn,
             total=total,
             eligible=eligible,
             points=points,
