@@ -33,6 +33,7 @@ class Runtime:
         self.db = Database(self.settings.database)
         self.projector = Projector(self.app, self.db)
         self.projector.create_tables()
+        self.app.on_saved = self.projector.follow
         self.reads = ReadModels(self.db)
         self.agenda = Agenda(self.db, self.app.rules, self.projector.catch_up)
 
@@ -49,12 +50,12 @@ class Runtime:
     # -- writes ----------------------------------------------------------------
 
     def apply(self, batches: Iterable[Sequence[Inbound]], on_batch: Callable[[int], None] | None = None) -> Report:
-        """Applies batches of inbound messages, each in one transaction, and
-        brings the read models up to date after each."""
+        """Applies batches of inbound messages, each in one transaction; the
+        read models follow each saved batch."""
         report = Report()
+        self.projector.catch_up()
         for batch in batches:
-            report.add(self.app.process(batch))
-            self.projector.catch_up()
+            report.add(self.app.process(batch))  # the projector follows each saved batch
             if on_batch is not None:
                 on_batch(len(batch))
         return report

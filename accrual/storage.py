@@ -5,6 +5,7 @@ duplicate whether a crash came before or after the commit)."""
 from __future__ import annotations
 
 from typing import Any, Sequence
+from uuid import UUID
 
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
@@ -24,11 +25,44 @@ _LOOKUP_CHUNK = 400
 
 
 class SQLiteInboxRecorder(SQLiteApplicationRecorder):
+    def select_existing(self, originator_ids: Sequence[Any]) -> set[Any]:
+        """Which of these aggregates have events already (one query, so a
+        batch does not look up every new member one by one)."""
+        found: set[Any] = set()
+        by_hex = {i.hex: i for i in originator_ids}
+        hexes = list(by_hex)
+        with self.datastore.transaction(commit=False) as c:
+            for start in range(0, len(hexes), _LOOKUP_CHUNK):
+                chunk = hexes[start : start + _LOOKUP_CHUNK]
+                c.execute(
+                    f"SELECT originator_id FROM {self.events_table_name} "
+                    f"WHERE originator_version = 1 AND originator_id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+                found.update(by_hex[row[0]] for row in c.fetchall())
+        return found
+
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(), INBOX_DDL]
 
     def _insert_events(self, c: Any, stored_events: Sequence[Any], **kwargs: Any) -> Sequence[int] | None:
-        notification_ids = super()._insert_events(c, stored_events, **kwargs)
+        # One executemany instead of the library's insert per event. The
+        # writer holds SQLite's write lock for the transaction and the table
+        # has no AUTOINCREMENT, so the rows get consecutive rowids ending at
+        # last_insert_rowid(): those are the notification ids.
+        notification_ids: list[int] = []
+        if stored_events:
+            c.executemany(
+                self.insert_events_statement,
+                [
+                    (s.originator_id.hex if isinstance(s.originator_id, UUID) else s.originator_id,
+                     s.originator_version, s.topic, s.state)
+                    for s in stored_events
+                ],
+            )
+            c.execute("SELECT last_insert_rowid()")
+            last = c.fetchone()[0]
+            notification_ids = list(range(last - len(stored_events) + 1, last + 1))
         rows = kwargs.get("inbox")
         if rows:
             c.executemany("INSERT INTO inbox VALUES (?,?,?,?)", rows)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from eventsourcing.postgres import PostgresApplicationRecorder
-from psycopg.sql import SQL
+from psycopg.sql import SQL, Identifier
 
 from accrual.storage import INBOX_DDL
 
@@ -36,3 +36,11 @@ class PostgresInboxRecorder(PostgresApplicationRecorder):
             for row in curs.fetchall():
                 found[(row["topic"], row["message_key"])] = row["fingerprint"]
         return found
+
+    def select_existing(self, originator_ids: Sequence[Any]) -> set[Any]:
+        if not originator_ids:
+            return set()
+        statement = SQL("SELECT originator_id FROM {table} WHERE originator_version = 1 AND originator_id = ANY(%s)")
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement.format(table=Identifier(self.events_table_name)), (list(originator_ids),))
+            return {row["originator_id"] for row in curs.fetchall()}

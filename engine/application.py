@@ -10,15 +10,16 @@ as a duplicate whether the crash came before or after the commit.
 from __future__ import annotations
 
 import base64
+import logging
 import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, LRUCache
+from eventsourcing.application import AggregateNotFoundError, Application, LRUCache, ProcessingEvent
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, PersistenceError, Transcoding
 
 from engine.account import MemberAccount
@@ -30,6 +31,8 @@ from engine.receipt import Receipt
 from engine.rejection import Rejection
 from engine.rules import RuleSet, load_rules
 from schemas import INBOUND_ADAPTER
+
+logger = logging.getLogger(__name__)
 
 APPLIED, DUPLICATE, HELD, NOT_ELIGIBLE, REJECTED = "applied", "duplicate", "held", "not_eligible", "rejected"
 CONFLICTING_DUPLICATE = "conflicting_duplicate"
@@ -89,9 +92,12 @@ class Report:
 
 
 class InboxRecorder(Protocol):
-    """The part of the recorder that keeps processed message keys."""
+    """What the engine needs of its recorder beyond the library's: the keys
+    of processed messages (written with `save(..., inbox=rows)`), and which
+    aggregates exist."""
 
     def select_inbox(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]: ...
+    def select_existing(self, originator_ids: Sequence[UUID]) -> set[UUID]: ...
 
 
 class TickAgenda(Protocol):
@@ -130,6 +136,33 @@ class AccrualApplication(Application):
     def __init__(self, env: dict[str, str] | None = None, rules: RuleSet | None = None):
         super().__init__(env)
         self.rules = rules or load_rules()
+        # Called with the recordings of every saved batch (the read models
+        # follow the log this way in-process; they catch up from the store
+        # in any case).
+        self.on_saved: Callable[[list[Any]], None] | None = None
+
+    def save_batch(self, aggregates: Iterable[Any], inbox: list[tuple[str, str, str, str]]) -> list[Any]:
+        """`Application.save` for a unit of work: the aggregates' new events
+        and the inbox rows in one transaction, then the cache and snapshots.
+        (Collects events directly rather than through `save`, whose
+        protocol checks per aggregate cost more than the insert.)"""
+        processing: ProcessingEvent = ProcessingEvent()
+        for aggregate in aggregates:
+            processing.events.extend(aggregate.collect_events())
+            processing.aggregates[aggregate.id] = aggregate
+        processing.saved_kwargs["inbox"] = inbox
+        recordings = self._record(processing)
+        self._take_snapshots(processing)
+        if self.on_saved is not None and recordings:
+            try:
+                self.on_saved(recordings)
+            except Exception:  # the batch is saved; the follower catches up later
+                logger.exception("a follower of the event log failed; it will catch up from the store")
+        return recordings
+
+    def is_cached(self, aggregate_id: UUID) -> bool:
+        cache = self.repository.cache
+        return isinstance(cache, LRUCache) and aggregate_id in cache.cache
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -167,6 +200,7 @@ class AccrualApplication(Application):
     def _process_batch(self, messages: Sequence[Inbound]) -> Report:
         batch = _Batch(self)
         seen = self.recorder.select_inbox([(m.topic, m.key) for m in messages])
+        batch.prefetch(messages)
         for message in messages:
             batch.receive(message, seen)
         batch.commit()
@@ -264,10 +298,35 @@ class _Batch:
         self.inbox: list[tuple[str, str, str, str]] = []
         self.keys: dict[tuple[str, str], str] = {}
         self.report = Report()
+        self.absent: set[UUID] = set()  # aggregates known to have no events yet
+
+    def prefetch(self, messages: Sequence[Inbound]) -> None:
+        """Finds out in one query which of the batch's aggregates are new, so
+        that new members, receipts and MGTS accounts are not looked up one by
+        one."""
+        wanted: set[UUID] = set()
+        for message in messages:
+            event = message.event
+            if event is None:
+                continue
+            msisdn = getattr(event, "msisdn", None)
+            if msisdn is not None:
+                wanted.add(member_id(msisdn))
+            receipt = getattr(event, "receipt_id", None)
+            if receipt is not None:
+                wanted.add(receipt_id(receipt))
+            mgts_account = getattr(event, "mgts_account", None)
+            if mgts_account is not None:
+                wanted.add(mgts_account_id(mgts_account))
+        unknown = [i for i in wanted if not self.app.is_cached(i)]
+        if unknown:
+            self.absent = set(unknown) - self.app.recorder.select_existing(unknown)
 
     def get(self, aggregate_id: UUID) -> Any:
         aggregate = self.touched.get(aggregate_id)
         if aggregate is None:
+            if aggregate_id in self.absent:
+                return None
             try:
                 aggregate = self.app.repository.get(aggregate_id)
             except AggregateNotFoundError:
@@ -280,7 +339,7 @@ class _Batch:
         return aggregate
 
     def commit(self) -> None:
-        self.app.save(*self.touched.values(), inbox=self.inbox)
+        self.app.save_batch(self.touched.values(), self.inbox)
 
     def _remember(self, message: Inbound, key: str, fingerprint: str, outcome: str) -> None:
         self.inbox.append((message.topic, key, fingerprint, outcome))

@@ -2,20 +2,24 @@
 the same id on every machine and in every replay (no random ids)."""
 from __future__ import annotations
 
+from functools import lru_cache
 from uuid import UUID, uuid5
 
 # Fixed for the life of the event store: changing it orphans every aggregate.
 NAMESPACE = UUID("6f1d2f64-3b7e-5d0c-9a55-acc2a1000001")
 
 
+@lru_cache(maxsize=65536)
 def member_id(msisdn: str) -> UUID:
     return uuid5(NAMESPACE, f"member:{msisdn}")
 
 
+@lru_cache(maxsize=65536)
 def receipt_id(receipt: str) -> UUID:
     return uuid5(NAMESPACE, f"receipt:{receipt}")
 
 
+@lru_cache(maxsize=65536)
 def mgts_account_id(mgts_account: str) -> UUID:
     return uuid5(NAMESPACE, f"mgts:{mgts_account}")
 

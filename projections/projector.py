@@ -1,12 +1,17 @@
 """The projector follows the application's notification log and writes the
 read models. Each batch of notifications is written together with the
-position reached, in one transaction, so it can stop anywhere and resume."""
+position reached, in one transaction, so it can stop anywhere and resume.
+
+Within a batch, the changes to members, history, lots and held events do not
+depend on their order and are written with one statement per table at the
+end (`_Pending`); card months and MGTS periods do depend on it (a late spend
+after a settlement marks the month again) and are written as they come.
+"""
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from engine.account import MemberAccount
 from engine.calendar import shift_month
@@ -27,6 +32,73 @@ def _json(value: Any) -> str:
     return json.dumps(value, default=str, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+class _Pending:
+    """The order-free changes of one batch, written at its end."""
+
+    def __init__(self) -> None:
+        self.new_members: list[tuple] = []
+        self.members: dict[Any, list] = {}  # account id -> [balance delta, uncollected delta, version, updated_at]
+        self.enrolled: list[tuple] = []
+        self.history: list[tuple] = []
+        self.new_lots: dict[tuple[str, int], list] = {}
+        self.lot_debits: dict[tuple[str, int], int] = {}
+        self.held: dict[tuple[str, str, str], tuple] = {}
+        self.released: set[str] = set()
+
+    def touch(self, e: Any, points: int = 0, uncollected: int = 0) -> None:
+        entry = self.members.get(e.originator_id)
+        if entry is None:
+            self.members[e.originator_id] = [points, uncollected, e.originator_version, e.timestamp]
+        else:
+            entry[0] += points
+            entry[1] += uncollected
+            entry[2] = e.originator_version
+            entry[3] = e.timestamp
+
+    def debit_lot(self, msisdn: str, lot_id: int, points: int) -> None:
+        new = self.new_lots.get((msisdn, lot_id))
+        if new is not None:
+            new[-1] -= points
+        else:
+            self.lot_debits[(msisdn, lot_id)] = self.lot_debits.get((msisdn, lot_id), 0) + points
+
+    def release(self, msisdn: str) -> None:
+        self.released.add(msisdn)
+        for key in [k for k in self.held if k[0] == msisdn]:
+            del self.held[key]
+
+    def write(self, tx: Transaction, names: Names) -> None:
+        tx.executemany(
+            f"INSERT INTO {names.members} (account_id, msisdn, version, updated_at) VALUES (?, ?, ?, ?)",
+            self.new_members,
+        )
+        tx.executemany(
+            f"UPDATE {names.members} SET balance = balance + ?, uncollected = uncollected + ?, "
+            "version = ?, updated_at = ? WHERE account_id = ?",
+            [(b, u, v, t.isoformat(), str(i)) for i, (b, u, v, t) in self.members.items()],
+        )
+        tx.executemany(f"UPDATE {names.members} SET enrolled_at = ?, channel = ? WHERE account_id = ?", self.enrolled)
+        tx.executemany(
+            f"INSERT INTO {names.history} (msisdn, version, kind, points, rule, reason, source_event_id, "
+            "lot_id, lot_date, expires_on, occurred_at, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            self.history,
+        )
+        tx.executemany(
+            f"INSERT INTO {names.lots} (msisdn, lot_id, rule, lot_date, expires_on, points, remaining) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            list(self.new_lots.values()),
+        )
+        tx.executemany(
+            f"UPDATE {names.lots} SET remaining = remaining - ? WHERE msisdn = ? AND lot_id = ?",
+            [(points, msisdn, lot_id) for (msisdn, lot_id), points in self.lot_debits.items()],
+        )
+        tx.executemany(f"DELETE FROM {names.held} WHERE msisdn = ?", [(m,) for m in self.released])
+        tx.executemany(
+            f"INSERT INTO {names.held} (msisdn, topic, source_event_id, occurred_at, message) VALUES (?, ?, ?, ?, ?)",
+            list(self.held.values()),
+        )
+
+
 class Projector:
     name = "read_models"
 
@@ -34,7 +106,9 @@ class Projector:
         self.app = app
         self.db = db
         self.names = names or Names()
-        self._msisdns: OrderedDict[str, str] = OrderedDict()
+        self._msisdns: dict[Any, str] = {}
+        self._mgts_accounts: dict[Any, str] = {}
+        self._pending = _Pending()
         self._handlers: dict[type, Callable[[Transaction, Any], None]] = {
             MemberAccount.Opened: self._opened,
             MemberAccount.MemberEnrolled: self._enrolled,
@@ -59,152 +133,144 @@ class Projector:
         with self.db.transaction() as tx:
             for statement in self.names.create_statements():
                 tx.execute(statement)
+            tx.execute(
+                f"INSERT INTO {self.names.tracking} (name, position) VALUES (?, 0) ON CONFLICT (name) DO NOTHING",
+                (self.name,),
+            )
 
     def drop_tables(self) -> None:
         with self.db.transaction() as tx:
             for statement in self.names.drop_statements():
                 tx.execute(statement)
         self._msisdns.clear()
+        self._mgts_accounts.clear()
 
     def position(self) -> int:
         rows = self.db.query(f"SELECT position FROM {self.names.tracking} WHERE name = ?", (self.name,))
         return rows[0][0] if rows else 0
 
+    def _locked_position(self, tx: Transaction) -> int:
+        """The position, locked for this transaction, so two projectors of
+        one store never apply the same notification twice."""
+        lock = " FOR UPDATE" if self.db.is_postgres else ""
+        return tx.query(f"SELECT position FROM {self.names.tracking} WHERE name = ?{lock}", (self.name,))[0][0]
+
     def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Applies every notification after the recorded position; returns how
         many were applied. `progress(done, total)` is called per batch."""
-        position = self.position()
-        last = self.app.recorder.max_notification_id() or 0
         done = 0
-        while position < last:
-            notifications = self.app.recorder.select_notifications(
-                start=position, limit=BATCH_SIZE, inclusive_of_start=False
-            )
-            if not notifications:
-                break
+        last = self.app.recorder.max_notification_id() or 0
+        while True:
             with self.db.transaction() as tx:
-                for notification in notifications:
-                    self._apply(tx, notification)
-                position = notifications[-1].id
-                tx.execute(
-                    f"INSERT INTO {self.names.tracking} (name, position) VALUES (?, ?) "
-                    "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                    (self.name, position),
+                position = self._locked_position(tx)
+                if position >= last:
+                    break
+                notifications = self.app.recorder.select_notifications(
+                    start=position, limit=BATCH_SIZE, inclusive_of_start=False
                 )
+                if not notifications:
+                    break
+                mapper = self.app.mapper
+                self._apply_all(tx, (mapper.to_domain_event(n) for n in notifications), notifications[-1].id)
             done += len(notifications)
             if progress is not None:
                 progress(done, last)
         return done
 
-    def _apply(self, tx: Transaction, notification: Any) -> None:
-        event = self.app.mapper.to_domain_event(notification)
-        handler = self._handlers.get(type(event))
-        if handler is not None:
-            handler(tx, event)
+    def follow(self, recordings: list[Any]) -> None:
+        """Applies a batch the application has just saved, from memory (no
+        re-reading, no decoding) when it follows the position directly;
+        otherwise catches up from the store."""
+        first, last = recordings[0].notification.id, recordings[-1].notification.id
+        with self.db.transaction() as tx:
+            position = self._locked_position(tx)
+            if position + 1 == first:
+                self._apply_all(tx, (r.domain_event for r in recordings), last)
+                return
+        if position < last:
+            self.catch_up()
+
+    def _apply_all(self, tx: Transaction, events: Iterable[Any], position: int) -> None:
+        self._pending = _Pending()
+        if len(self._msisdns) >= _ID_CACHE_MAX:
+            self._msisdns.clear()  # bounded; read again from the table (never mid-batch: rows may be pending)
+        handlers = self._handlers
+        for event in events:
+            handler = handlers.get(type(event))
+            if handler is not None:
+                handler(tx, event)
+        self._pending.write(tx, self.names)
+        tx.execute(f"UPDATE {self.names.tracking} SET position = ? WHERE name = ?", (position, self.name))
 
     # -- member accounts -------------------------------------------------------
 
     def _msisdn(self, tx: Transaction, account_id: Any) -> str:
-        key = str(account_id)
-        msisdn = self._msisdns.get(key)
+        msisdn = self._msisdns.get(account_id)
         if msisdn is None:
-            rows = tx.query(f"SELECT msisdn FROM {self.names.members} WHERE account_id = ?", (key,))
+            rows = tx.query(f"SELECT msisdn FROM {self.names.members} WHERE account_id = ?", (str(account_id),))
             msisdn = rows[0][0]
-            self._remember(key, msisdn)
+            self._remember(account_id, msisdn)
         return msisdn
 
-    def _remember(self, key: str, msisdn: str) -> None:
-        self._msisdns[key] = msisdn
-        if len(self._msisdns) > _ID_CACHE_MAX:
-            self._msisdns.popitem(last=False)
+    def _remember(self, account_id: Any, msisdn: str) -> None:
+        self._msisdns[account_id] = msisdn
 
     def _opened(self, tx: Transaction, e: Any) -> None:
-        tx.execute(
-            f"INSERT INTO {self.names.members} (account_id, msisdn, version, updated_at) VALUES (?, ?, ?, ?)",
-            (str(e.originator_id), e.msisdn, e.originator_version, e.timestamp.isoformat()),
-        )
-        self._remember(str(e.originator_id), e.msisdn)
+        self._pending.new_members.append((str(e.originator_id), e.msisdn, e.originator_version, e.timestamp.isoformat()))
+        self._remember(e.originator_id, e.msisdn)
 
     def _touch(self, tx: Transaction, e: Any, points: int = 0, uncollected: int = 0) -> str:
-        msisdn = self._msisdn(tx, e.originator_id)
-        tx.execute(
-            f"UPDATE {self.names.members} SET balance = balance + ?, uncollected = uncollected + ?, "
-            "version = ?, updated_at = ? WHERE account_id = ?",
-            (points, uncollected, e.originator_version, e.timestamp.isoformat(), str(e.originator_id)),
-        )
-        return msisdn
+        self._pending.touch(e, points, uncollected)
+        return self._msisdn(tx, e.originator_id)
 
-    def _history(self, tx: Transaction, msisdn: str, e: Any, kind: str, points: int, **fields: Any) -> None:
-        tx.execute(
-            f"INSERT INTO {self.names.history} (msisdn, version, kind, points, rule, reason, source_event_id, "
-            "lot_id, lot_date, expires_on, occurred_at, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                msisdn,
-                e.originator_version,
-                kind,
-                points,
-                fields.get("rule"),
-                fields.get("reason"),
-                fields.get("source_event_id"),
-                fields.get("lot_id"),
-                fields.get("lot_date"),
-                fields.get("expires_on"),
-                e.timestamp.isoformat(),
-                _json(fields.get("detail", {})),
-            ),
-        )
+    def _history(self, msisdn: str, e: Any, kind: str, points: int, **fields: Any) -> None:
+        get = fields.get
+        self._pending.history.append((
+            msisdn, e.originator_version, kind, points, get("rule"), get("reason"), get("source_event_id"),
+            get("lot_id"), get("lot_date"), get("expires_on"), e.timestamp.isoformat(), _json(get("detail", {})),
+        ))
 
     def _enrolled(self, tx: Transaction, e: Any) -> None:
         msisdn = self._touch(tx, e)
-        tx.execute(
-            f"UPDATE {self.names.members} SET enrolled_at = ?, channel = ? WHERE account_id = ?",
-            (e.enrolled_at.isoformat(), e.channel, str(e.originator_id)),
-        )
-        tx.execute(f"DELETE FROM {self.names.held} WHERE msisdn = ?", (msisdn,))
-        self._history(tx, msisdn, e, "enrolled", 0, source_event_id=e.source_event_id,
+        self._pending.enrolled.append((e.enrolled_at.isoformat(), e.channel, str(e.originator_id)))
+        self._pending.release(msisdn)
+        self._history(msisdn, e, "enrolled", 0, source_event_id=e.source_event_id,
                       detail={"channel": e.channel, "released": e.released})
 
     def _held(self, tx: Transaction, e: Any) -> None:
         msisdn = self._touch(tx, e)
-        tx.execute(
-            f"INSERT INTO {self.names.held} (msisdn, topic, source_event_id, occurred_at, message) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (msisdn, e.topic, e.source_event_id, e.timestamp.isoformat(), _json(e.message)),
-        )
+        key = (msisdn, e.topic, e.source_event_id)
+        self._pending.held[key] = (*key, e.timestamp.isoformat(), _json(e.message))
 
     def _not_eligible(self, tx: Transaction, e: Any) -> None:
         msisdn = self._touch(tx, e)
-        self._history(tx, msisdn, e, "not_eligible", 0, reason=e.reason, source_event_id=e.source_event_id,
+        self._history(msisdn, e, "not_eligible", 0, reason=e.reason, source_event_id=e.source_event_id,
                       detail={"type": e.kind})
 
     def _accrued(self, tx: Transaction, e: Any) -> None:
         msisdn = self._touch(tx, e, points=e.points)
-        tx.execute(
-            f"INSERT INTO {self.names.lots} (msisdn, lot_id, rule, lot_date, expires_on, points, remaining) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (msisdn, e.lot_id, e.rule, e.lot_date, e.expires_on, e.points, e.points),
-        )
-        self._history(tx, msisdn, e, "accrued", e.points, rule=e.rule, source_event_id=e.source_event_id,
+        self._pending.new_lots[(msisdn, e.lot_id)] = [
+            msisdn, e.lot_id, e.rule, e.lot_date, e.expires_on, e.points, e.points
+        ]
+        self._history(msisdn, e, "accrued", e.points, rule=e.rule, source_event_id=e.source_event_id,
                       lot_id=e.lot_id, lot_date=e.lot_date, expires_on=e.expires_on, detail=e.basis)
 
     def _debited(self, tx: Transaction, e: Any) -> None:
         clawback = isinstance(e, MemberAccount.PointsClawedBack)
         uncollected = e.uncollected if clawback else 0
         msisdn = self._touch(tx, e, points=-e.points, uncollected=uncollected)
-        tx.executemany(
-            f"UPDATE {self.names.lots} SET remaining = remaining - ? WHERE msisdn = ? AND lot_id = ?",
-            [(points, msisdn, lot_id) for lot_id, points in e.allocations],
-        )
+        for lot_id, points in e.allocations:
+            self._pending.debit_lot(msisdn, lot_id, points)
         if clawback:
-            self._history(tx, msisdn, e, "clawed_back", -e.points, reason=e.reason,
+            self._history(msisdn, e, "clawed_back", -e.points, reason=e.reason,
                           source_event_id=e.source_event_id,
                           detail={**e.basis, "points_due": e.points_due, "uncollected": e.uncollected,
                                   "lots": e.allocations})
         else:
-            self._history(tx, msisdn, e, "expired", -e.points, reason="expiry",
+            self._history(msisdn, e, "expired", -e.points, reason="expiry",
                           detail={"as_of": e.as_of, "lots": e.allocations})
 
-    # -- card months and MGTS periods: the tick's agenda ----------------------
+    # -- card months and MGTS periods: the tick's agenda (in log order) --------
 
     def _card_spend(self, tx: Transaction, e: Any) -> None:
         msisdn = self._touch(tx, e)
@@ -216,11 +282,10 @@ class Projector:
         )
         # The month after, if settled already, is settled on this month's
         # spend (its rate): it has to be looked at again (rule 5).
-        following = shift_month(e.month, 1)
         tx.execute(
             f"UPDATE {self.names.card_months} SET dirty = 1 "
-            "WHERE msisdn = ? AND month = ? AND settled_points IS NOT NULL",
-            (msisdn, following),
+            "WHERE msisdn = ? AND month = ? AND settled_points IS NOT NULL AND dirty = 0",
+            (msisdn, shift_month(e.month, 1)),
         )
 
     def _card_settled(self, tx: Transaction, e: Any) -> None:
@@ -235,12 +300,17 @@ class Projector:
             f"INSERT INTO {self.names.mgts_accounts} (account_id, mgts_account) VALUES (?, ?)",
             (str(e.originator_id), e.mgts_account),
         )
+        self._mgts_accounts[e.originator_id] = e.mgts_account
 
     def _mgts_account(self, tx: Transaction, e: Any) -> str:
-        rows = tx.query(
-            f"SELECT mgts_account FROM {self.names.mgts_accounts} WHERE account_id = ?", (str(e.originator_id),)
-        )
-        return rows[0][0]
+        account = self._mgts_accounts.get(e.originator_id)
+        if account is None:
+            rows = tx.query(
+                f"SELECT mgts_account FROM {self.names.mgts_accounts} WHERE account_id = ?",
+                (str(e.originator_id),),
+            )
+            account = self._mgts_accounts[e.originator_id] = rows[0][0]
+        return account
 
     def _mgts_linked(self, tx: Transaction, e: Any) -> None:
         linked_at = e.linked_at.isoformat()
@@ -274,4 +344,3 @@ class Projector:
             (str(e.originator_id), e.topic, e.partition, e.offset, e.event_id, e.msisdn, e.reason, e.detail,
              e.original, e.timestamp.isoformat()),
         )
-
