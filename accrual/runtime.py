@@ -38,7 +38,10 @@ class Runtime:
         self.agenda = Agenda(self.db, self.app.rules, self.projector.catch_up)
 
     def close(self) -> None:
-        self.db.close()
+        try:
+            self.projector.flush()
+        finally:
+            self.db.close()
         self.app.close()
 
     def __enter__(self) -> Runtime:
@@ -58,6 +61,7 @@ class Runtime:
             report.add(self.app.process(batch))  # the projector follows each saved batch
             if on_batch is not None:
                 on_batch(len(batch))
+        self.projector.flush()
         return report
 
     def tick(self, as_of: date) -> Report:

@@ -23,6 +23,9 @@ class Database:
         else:
             self._conn = sqlite3.connect(str(url.path), isolation_level=None, timeout=30, check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")  # see accrual.storage._use_normal_sync
+            self._conn.execute("PRAGMA cache_size=-65536")  # 64 MiB: the read models' hot pages
+            self._conn.execute("PRAGMA wal_autocheckpoint=20000")  # as accrual.storage.WAL_AUTOCHECKPOINT_PAGES
 
     def sql(self, statement: str) -> str:
         return statement.replace("?", "%s") if self.is_postgres else statement
