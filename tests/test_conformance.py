@@ -98,3 +98,35 @@ def test_tick_refuses_a_date_it_cannot_read(sqlite_url, bad):
     result = runner.invoke(app, ["tick", "--as-of", bad], env={"ACCRUAL_DATABASE_URL": sqlite_url})
     assert result.exit_code == 2
     assert "YYYY-MM-DD" in result.output
+
+
+def test_balance_and_history_show_where_points_came_from(sqlite_url):
+    runner = CliRunner()
+    for command, argument in plan()[:10]:
+        if command == "ingest":
+            accrual(runner, sqlite_url, "ingest", str(SAMPLE / argument))
+        else:
+            accrual(runner, sqlite_url, "tick", "--as-of", argument)
+    balances = json.loads(accrual(runner, sqlite_url, "balances", "--json"))
+    msisdn = max(balances, key=balances.get)
+    balance = json.loads(accrual(runner, sqlite_url, "balance", msisdn, "--json"))
+    assert balance["balance"] == balances[msisdn]
+    assert sum(lot["remaining"] for lot in balance["lots"]) == balance["balance"]
+    assert all(lot["expires_on"] > lot["lot_date"] for lot in balance["lots"])
+    history = json.loads(accrual(runner, sqlite_url, "history", msisdn, "--json"))
+    assert sum(entry["points"] for entry in history) == balance["balance"]
+    credits = [entry for entry in history if entry["kind"] == "accrued"]
+    assert credits and all(entry["rule"] and entry["expires_on"] for entry in credits)
+    assert accrual(runner, sqlite_url, "history", msisdn).count("accrued") == len(credits)
+    unknown = runner.invoke(app, ["balance", "79000000000"], env={"ACCRUAL_DATABASE_URL": sqlite_url})
+    assert unknown.exit_code == 1
+
+
+def test_schemas_export_writes_a_schema_per_inbound_type(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["schemas", "export", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    written = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"usage_charged.schema.json", "shop_purchase.schema.json", "inbound.schema.json"} <= written
+    schema = json.loads((tmp_path / "out" / "usage_charged.schema.json").read_text())
+    assert schema["properties"]["amount"]["type"] == "string"
