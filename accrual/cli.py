@@ -233,6 +233,10 @@ def _print_report(report: Report, json_output: bool, title: str) -> None:
         "released": report.released,
         "rejected": report.outcomes[REJECTED],
         "rejected_by_reason": dict(sorted(report.rejected.items())),
+        "rejected_examples": [
+            {"line": line, "topic": topic, "reason": reason, "detail": detail}
+            for line, topic, reason, detail in report.examples
+        ],
     }
     if json_output:
         sys.stdout.write(json.dumps(summary) + "\n")
@@ -244,6 +248,11 @@ def _print_report(report: Report, json_output: bool, title: str) -> None:
     )
     for reason, count in summary["rejected_by_reason"].items():
         out.print(f"  rejected {reason}: {count}")
+    for example in summary["rejected_examples"]:
+        where = f"line {example['line']}" if example["line"] is not None else "held message"
+        out.print(f"  {where} ({example['topic']}): {example['reason']}: {example['detail']}", markup=False)
+    if report.outcomes[REJECTED] > len(summary["rejected_examples"]):
+        out.print("  (all rejections: accrual rejections)")
 
 
 def main() -> None:  # pragma: no cover - console script

@@ -17,7 +17,8 @@ from schemas import MessageRejected, content_fingerprint, parse_line
 UNKNOWN_TOPIC = "(unknown)"
 
 
-def inbound_from_line(raw: bytes, received_at: datetime) -> Inbound:
+def inbound_from_line(raw: bytes, received_at: datetime, line: int | None = None) -> Inbound:
+    """`line` (1-based) is kept as the message's offset in its file."""
     try:
         topic, event = parse_line(raw)
     except MessageRejected as rejected:
@@ -31,6 +32,7 @@ def inbound_from_line(raw: bytes, received_at: datetime) -> Inbound:
             rejection=(rejected.reason, rejected.detail),
             event_id=rejected.event_id,
             msisdn=rejected.msisdn,
+            offset=line,
         )
     return Inbound(
         topic=topic,
@@ -41,6 +43,7 @@ def inbound_from_line(raw: bytes, received_at: datetime) -> Inbound:
         event=event,
         event_id=event.event_id,
         msisdn=getattr(event, "msisdn", None),
+        offset=line,
     )
 
 
@@ -60,13 +63,13 @@ def read_batches(
     skipped (they carry no message)."""
     batch: list[Inbound] = []
     with open(path, "rb") as handle:
-        for line in handle:
+        for number, line in enumerate(handle, start=1):
             if on_bytes is not None:
                 on_bytes(len(line))
             raw = line.rstrip(b"\r\n")
             if not raw.strip():
                 continue
-            batch.append(inbound_from_line(raw, received_at))
+            batch.append(inbound_from_line(raw, received_at, number))
             if len(batch) >= batch_size:
                 yield batch
                 batch = []

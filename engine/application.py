@@ -38,6 +38,7 @@ APPLIED, DUPLICATE, HELD, NOT_ELIGIBLE, REJECTED = "applied", "duplicate", "held
 CONFLICTING_DUPLICATE = "conflicting_duplicate"
 INTERNAL_ERROR = "internal_error"
 _CONFLICT_RETRIES = 5
+_EXAMPLES_MAX = 20
 _LATEST = 2**62  # "up to any version": reads past the cache
 
 
@@ -77,6 +78,7 @@ class Report:
     released: int = 0
     settled: int = 0
     expired_points: int = 0
+    examples: list = field(default_factory=list)  # the first rejections: (offset or line, topic, reason, detail)
 
     def count(self, outcome: str, reason: str | None = None) -> None:
         self.outcomes[outcome] += 1
@@ -89,6 +91,7 @@ class Report:
         self.released += other.released
         self.settled += other.settled
         self.expired_points += other.expired_points
+        self.examples.extend(other.examples[: max(0, _EXAMPLES_MAX - len(self.examples))])
 
 
 class InboxRecorder(Protocol):
@@ -385,6 +388,8 @@ class _Batch:
         )
         self._remember(message, key, message.fingerprint if key == message.key else key, REJECTED)
         self.report.count(REJECTED, reason)
+        if len(self.report.examples) < _EXAMPLES_MAX:
+            self.report.examples.append((message.offset, message.topic, reason, detail))
 
     def _record_rejection(
         self, topic: str, key: str, reason: str, detail: str, original: bytes, received_at: datetime,
