@@ -11,18 +11,9 @@ from typing import Any
 from accrual.intake import inbound_from_line
 from accrual.runtime import Runtime
 from engine.application import Report
+from schemas import TYPE_TOPIC
 
-TOPICS = {
-    "member_enrolled": "loyalty.members.v1",
-    "usage_charged": "mts.usage.v1",
-    "shop_purchase": "mts.shop.v1",
-    "shop_return": "mts.shop.v1",
-    "mgts_account_linked": "mgts.billing.v1",
-    "mgts_bill": "mgts.billing.v1",
-    "card_purchase": "bank.card.v1",
-    "card_refund": "bank.card.v1",
-    "ballyplus_transfer": "partner.ballyplus.v1",
-}
+TOPICS = TYPE_TOPIC  # message type -> inbound topic, as EVENTS.md lists them
 RECEIVED_AT = datetime(2026, 11, 25, tzinfo=timezone.utc)
 
 
