@@ -215,6 +215,20 @@ def rejections(json_output: bool = typer.Option(False, "--json")) -> None:
         out.print(f"{reason}: {count}")
 
 
+@app.command()
+def held(json_output: bool = typer.Option(False, "--json")) -> None:
+    """Members who are not enrolled yet, with the number of events held for each."""
+    with _runtime() as runtime:
+        runtime.projector.catch_up()
+        waiting = runtime.reads.held()
+    if json_output:
+        sys.stdout.write(json.dumps(waiting, sort_keys=True) + "\n")
+        return
+    out.print(f"{sum(waiting.values())} events held for {len(waiting)} msisdns not enrolled yet")
+    for msisdn, count in waiting.items():
+        out.print(f"{msisdn}: {count}")
+
+
 @schemas_app.command("export")
 def schemas_export(directory: Path) -> None:
     """Write JSON Schema files that producers can validate against."""

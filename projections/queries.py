@@ -77,6 +77,11 @@ class ReadModels:
     def held_count(self) -> int:
         return int(self.db.query(f"SELECT COUNT(*) FROM {self.names.held}")[0][0])
 
+    def held(self) -> dict[str, int]:
+        """Members not enrolled yet, with how many events each has waiting."""
+        rows = self.db.query(f"SELECT msisdn, COUNT(*) FROM {self.names.held} GROUP BY msisdn ORDER BY msisdn")
+        return {msisdn: int(count) for msisdn, count in rows}
+
 
 class Agenda:
     """The tick's agenda (engine.application.TickAgenda) read from the

@@ -13,5 +13,7 @@ def test_a_spend_before_enrollment_is_held_then_applied(programme):
     report = programme.usage("79990000002", "50.00", "2026-01-05")
     assert report.outcomes["held"] == 1
     assert programme.balances() == {}
+    assert programme.runtime.reads.held() == {"79990000002": 1}
     programme.enroll("79990000002", "2026-01-01 00:00")
     assert programme.balance("79990000002") == 10
+    assert programme.runtime.reads.held() == {}
