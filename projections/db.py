@@ -33,7 +33,9 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         if self.is_postgres:
-            with self._conn.transaction(), self._conn.cursor() as cursor:
+            # Pipeline mode: statements are sent without waiting for each
+            # reply (a read-model batch is thousands of small statements).
+            with self._conn.pipeline(), self._conn.transaction(), self._conn.cursor() as cursor:
                 yield Transaction(self, cursor)
         else:
             cursor = self._conn.cursor()
