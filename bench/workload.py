@@ -42,6 +42,8 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from schemas import TYPE_TOPIC
+
 #: Bump when the output for the same arguments changes (cache key of bench.run).
 GENERATOR_VERSION = 1
 
@@ -60,17 +62,7 @@ KIND_NAMES = {
     MGTS_BILL: "mgts_bill",
     MALFORMED: "malformed",
 }
-TOPICS = {
-    "member_enrolled": "loyalty.members.v1",
-    "usage_charged": "mts.usage.v1",
-    "shop_purchase": "mts.shop.v1",
-    "shop_return": "mts.shop.v1",
-    "mgts_account_linked": "mgts.billing.v1",
-    "mgts_bill": "mgts.billing.v1",
-    "card_purchase": "bank.card.v1",
-    "card_refund": "bank.card.v1",
-    "ballyplus_transfer": "partner.ballyplus.v1",
-}
+TOPICS = TYPE_TOPIC  # message type -> inbound topic (EVENTS.md)
 ID_PREFIX = {
     "member_enrolled": "enr",
     "usage_charged": "use",
