@@ -34,6 +34,17 @@ def _runtime() -> Runtime:
         raise typer.Exit(2) from error
 
 
+def _read(query):
+    """A read model brought up to the end of the event log."""
+    with _runtime() as runtime:
+        runtime.projector.catch_up()
+        return query(runtime.reads)
+
+
+def _write_json(value) -> None:
+    sys.stdout.write(json.dumps(value, sort_keys=True, ensure_ascii=False) + "\n")
+
+
 def _parse_date(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -115,12 +126,9 @@ def tick(
 @app.command()
 def balances(json_output: bool = typer.Option(False, "--json", help="one JSON object: msisdn -> balance")) -> None:
     """Every enrolled member's balance."""
-    with _runtime() as runtime:
-        runtime.projector.catch_up()
-        result = runtime.reads.balances()
+    result = _read(lambda reads: reads.balances())
     if json_output:
-        sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
-        return
+        return _write_json(result)
     table = Table("msisdn", "balance")
     for msisdn, points in result.items():
         table.add_row(msisdn, str(points))
@@ -205,12 +213,9 @@ def audit(json_output: bool = typer.Option(False, "--json")) -> None:
 @app.command()
 def rejections(json_output: bool = typer.Option(False, "--json")) -> None:
     """Rejected messages, counted by reason."""
-    with _runtime() as runtime:
-        runtime.projector.catch_up()
-        counts = runtime.reads.rejections_by_reason()
+    counts = _read(lambda reads: reads.rejections_by_reason())
     if json_output:
-        sys.stdout.write(json.dumps(counts, sort_keys=True) + "\n")
-        return
+        return _write_json(counts)
     for reason, count in counts.items():
         out.print(f"{reason}: {count}")
 
@@ -218,12 +223,9 @@ def rejections(json_output: bool = typer.Option(False, "--json")) -> None:
 @app.command()
 def held(json_output: bool = typer.Option(False, "--json")) -> None:
     """Members who are not enrolled yet, with the number of events held for each."""
-    with _runtime() as runtime:
-        runtime.projector.catch_up()
-        waiting = runtime.reads.held()
+    waiting = _read(lambda reads: reads.held())
     if json_output:
-        sys.stdout.write(json.dumps(waiting, sort_keys=True) + "\n")
-        return
+        return _write_json(waiting)
     out.print(f"{sum(waiting.values())} events held for {len(waiting)} msisdns not enrolled yet")
     for msisdn, count in waiting.items():
         out.print(f"{msisdn}: {count}")
