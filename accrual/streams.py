@@ -1,0 +1,102 @@
+"""streams.yaml: the topics the engine consumes and publishes, checked
+against the contract (schemas.TOPIC_TYPES) so that a typo stops the engine
+at start with a clear message instead of silently consuming nothing."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from schemas import BALANCES_TOPIC, DEAD_LETTER_TOPIC, POINTS_EVENTS_TOPIC, TOPIC_TYPES
+
+DEFAULT_FILE = Path(__file__).resolve().parent.parent / "streams.yaml"
+_KEYS = {"msisdn", "mgts_account"}
+
+
+class StreamsFileError(ValueError):
+    """streams.yaml disagrees with the contract or is malformed."""
+
+
+@dataclass(frozen=True)
+class Topic:
+    topic: str
+    key: str
+    partitions: int
+    types: tuple[str, ...] = ()
+    cleanup_policy: str = "delete"
+
+
+@dataclass(frozen=True)
+class Streams:
+    consumer_group: str
+    inbound: tuple[Topic, ...]
+    points_events: Topic
+    balances: Topic
+    dead_letter: Topic
+
+
+def load_streams(path: Path = DEFAULT_FILE) -> Streams:
+    try:
+        data = yaml.safe_load(Path(path).read_text("utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise StreamsFileError(f"{path}: {error}") from error
+    try:
+        streams = _parse(data)
+    except (KeyError, TypeError, ValueError) as error:
+        raise StreamsFileError(f"{path}: {error}") from error
+    _check(streams, path)
+    return streams
+
+
+def _topic(raw: dict) -> Topic:
+    partitions = raw["partitions"]
+    if not isinstance(partitions, int) or partitions < 1:
+        raise ValueError(f"topic {raw.get('topic')!r}: partitions must be a positive whole number")
+    return Topic(
+        topic=str(raw["topic"]),
+        key=str(raw["key"]),
+        partitions=partitions,
+        types=tuple(raw.get("types", ())),
+        cleanup_policy=str(raw.get("cleanup_policy", "delete")),
+    )
+
+
+def _parse(data: dict) -> Streams:
+    if data.get("version") != 1:
+        raise ValueError("version must be 1")
+    outbound = data["outbound"]
+    return Streams(
+        consumer_group=str(data["consumer_group"]),
+        inbound=tuple(_topic(raw) for raw in data["inbound"]),
+        points_events=_topic(outbound["points_events"]),
+        balances=_topic(outbound["balances"]),
+        dead_letter=_topic(outbound["dead_letter"]),
+    )
+
+
+def _check(streams: Streams, path: Path) -> None:
+    declared = {t.topic: frozenset(t.types) for t in streams.inbound}
+    if len(declared) != len(streams.inbound):
+        raise StreamsFileError(f"{path}: an inbound topic is declared twice")
+    if declared != TOPIC_TYPES:
+        missing = sorted(set(TOPIC_TYPES) - set(declared))
+        unknown = sorted(set(declared) - set(TOPIC_TYPES))
+        wrong = sorted(t for t in set(declared) & set(TOPIC_TYPES) if declared[t] != TOPIC_TYPES[t])
+        raise StreamsFileError(
+            f"{path}: inbound topics differ from the contract (EVENTS.md): "
+            f"missing {missing}, unknown {unknown}, other message types on {wrong}"
+        )
+    for topic in streams.inbound:
+        if topic.key not in _KEYS:
+            raise StreamsFileError(f"{path}: {topic.topic} is keyed by {topic.key!r}, not one of {sorted(_KEYS)}")
+    expected = {
+        "points_events": POINTS_EVENTS_TOPIC,
+        "balances": BALANCES_TOPIC,
+        "dead_letter": DEAD_LETTER_TOPIC,
+    }
+    for name, topic in expected.items():
+        if getattr(streams, name).topic != topic:
+            raise StreamsFileError(f"{path}: outbound {name} must be {topic!r}")
+    if streams.balances.cleanup_policy != "compact":
+        raise StreamsFileError(f"{path}: {BALANCES_TOPIC} must be compacted (cleanup_policy: compact)")
