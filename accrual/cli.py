@@ -18,7 +18,12 @@ from accrual.settings import Settings, SettingsError
 from engine.application import APPLIED, DUPLICATE, HELD, NOT_ELIGIBLE, REJECTED, Report
 from engine.rules import RulesFileError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Event-sourced loyalty-points engine.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold the database password
+    help="Event-sourced loyalty-points engine.",
+)
 schemas_app = typer.Typer(no_args_is_help=True, help="Message schemas for producers.")
 app.add_typer(schemas_app, name="schemas")
 
@@ -271,11 +276,34 @@ def _print_report(report: Report, json_output: bool, title: str) -> None:
         out.print("  (all rejections: accrual rejections)")
 
 
-def main() -> None:  # pragma: no cover - console script
-    app()
+def main() -> None:
+    """The console script: storage failures end with one clear line and exit
+    code 3 (nothing of an unfinished batch was saved; run the command again)."""
+    import sqlite3
+
+    from eventsourcing.persistence import PersistenceError
+
+    try:
+        app()
+    except (PersistenceError, sqlite3.Error, OSError) as error:
+        _storage_failure(error)
+    except Exception as error:
+        if type(error).__module__.startswith("psycopg"):
+            _storage_failure(error)
+        raise
 
 
-if __name__ == "__main__":  # pragma: no cover
+def _storage_failure(error: BaseException) -> None:
+    try:
+        where = Settings.from_env().database.redacted()
+    except SettingsError:
+        where = "the store"
+    err.print(f"[red]storage error[/red] at {where}: {type(error).__name__}: {error}", markup=True)
+    err.print("Nothing of an unfinished batch was saved; run the command again when the store is reachable.")
+    raise SystemExit(3)
+
+
+if __name__ == "__main__":
     main()
 
 

@@ -130,3 +130,12 @@ def test_schemas_export_writes_a_schema_per_inbound_type(tmp_path):
     assert {"usage_charged.schema.json", "shop_purchase.schema.json", "inbound.schema.json"} <= written
     schema = json.loads((tmp_path / "out" / "usage_charged.schema.json").read_text())
     assert schema["properties"]["amount"]["type"] == "string"
+
+
+def test_a_store_that_cannot_be_opened_ends_with_one_clear_line():
+    env = {**os.environ, "ACCRUAL_DATABASE_URL": "sqlite:////proc/no-such-dir/accrual.sqlite3"}
+    exe = os.path.join(os.path.dirname(sys.executable), "accrual")
+    result = subprocess.run([exe, "balances", "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3
+    assert "storage error" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
