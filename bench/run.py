@@ -265,10 +265,6 @@ CHILDREN = {"ingest": _child_ingest, "replay": _child_replay, "ticks": _child_ti
 def child_main(spec_text: str) -> int:
     spec = json.loads(spec_text)
     os.environ.update(spec.get("env") or {})
-    if spec.get("patches"):  # what-if experiments (bench.whatif), never the engine's files
-        from bench.whatif import apply_patches
-
-        apply_patches(spec["patches"])
     result = CHILDREN[spec["op"]](spec)
     sys.stdout.write(RESULT_TAG + json.dumps(result) + "\n")
     return 0
