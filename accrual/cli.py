@@ -16,6 +16,7 @@ from accrual.intake import read_batches
 from accrual.runtime import Runtime
 from accrual.settings import Settings, SettingsError
 from engine.application import APPLIED, DUPLICATE, HELD, NOT_ELIGIBLE, REJECTED, Report
+from engine.calendar import MOSCOW
 from engine.rules import RulesFileError
 
 app = typer.Typer(
@@ -150,15 +151,17 @@ def balance(msisdn: str, json_output: bool = typer.Option(False, "--json")) -> N
             err.print(f"no account for {msisdn}")
             raise typer.Exit(1)
         lots = runtime.reads.lots(msisdn)
+        forecast = runtime.reads.burn_forecast(msisdn, datetime.now(MOSCOW).date())
     if json_output:
-        sys.stdout.write(json.dumps({**member, "lots": lots}, sort_keys=True) + "\n")
-        return
+        burn = {f"{days}_days": points for days, points in forecast.items()}
+        return _write_json({**member, "lots": lots, "expiring": burn})
     state = f"enrolled {member['enrolled_at']}" if member["enrolled_at"] else "not enrolled (events held)"
     out.print(f"{msisdn}: [bold]{member['balance']}[/bold] points, {state}, uncollected {member['uncollected']}")
     table = Table("lot", "rule", "lot date", "expires", "points", "left")
     for lot in lots:
         table.add_row(*(str(lot[k]) for k in ("lot_id", "rule", "lot_date", "expires_on", "points", "remaining")))
     out.print(table)
+    out.print("expiring: " + ", ".join(f"{points} within {days} days" for days, points in forecast.items()))
 
 
 @app.command()

@@ -144,10 +144,3 @@ def open_application(settings: Settings) -> AccrualApplication:
         env=eventsourcing_env(settings.database, settings.cache_size),
         rules=load_rules(settings.rules_file),
     )
-
-
-def events_table(database: DatabaseUrl) -> str:
-    """Where the eventsourcing library keeps this application's events."""
-    return f"{AccrualApplication.name}_events" if database.is_postgres else "stored_events"
-
-

@@ -59,17 +59,9 @@ def settlement_date(month: str, day_of_following_month: int) -> date:
     return month_start(shift_month(month, 1)).replace(day=day_of_following_month)
 
 
-def is_valid_month(text: str) -> bool:
-    if len(text) != 7 or text[4] != "-":
-        return False
-    year, month = text[:4], text[5:]
-    return year.isdigit() and month.isdigit() and 1 <= int(month) <= 12
-
-
 __all__ = [
     "MOSCOW",
     "add_months",
-    "is_valid_month",
     "midnight",
     "month_of",
     "month_start",

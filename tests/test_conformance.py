@@ -139,3 +139,23 @@ def test_a_store_that_cannot_be_opened_ends_with_one_clear_line():
     assert result.returncode == 3
     assert "storage error" in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_balance_forecasts_the_points_that_expire_soon(sqlite_url):
+    from datetime import date
+
+    from accrual.runtime import Runtime
+    from tests.conftest import settings_for
+    from tests.programme import Programme
+
+    with Runtime(settings_for(sqlite_url)) as runtime:
+        programme = Programme(runtime)
+        programme.enroll("79990000009", "2025-01-01 00:00")
+        programme.usage("79990000009", "50.00", "2025-01-10")  # 10 points, expire 2026-01-10
+        programme.usage("79990000009", "25.00", "2025-03-10")  # 5 points, expire 2026-03-10
+        programme.runtime.projector.catch_up()
+        forecast = runtime.reads.burn_forecast("79990000009", date(2025, 12, 20))
+    # 2025-12-20 + 30 days = 2026-01-19 (10 due); + 60 = 2026-02-18 (10); + 90 = 2026-03-20 (15)
+    assert forecast == {30: 10, 60: 10, 90: 15}
+    out = json.loads(accrual(CliRunner(), sqlite_url, "balance", "79990000009", "--json"))
+    assert set(out["expiring"]) == {"30_days", "60_days", "90_days"}
