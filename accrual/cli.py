@@ -239,6 +239,118 @@ def held(json_output: bool = typer.Option(False, "--json")) -> None:
         out.print(f"{msisdn}: {count}")
 
 
+topics_app = typer.Typer(no_args_is_help=True, help="The Kafka topics of streams.yaml.")
+app.add_typer(topics_app, name="topics")
+
+
+def _streams_and_kafka():
+    from accrual.kafka import Names
+    from accrual.settings import WorkerSettings
+    from accrual.streams import StreamsFileError, load_streams
+
+    try:
+        ws = WorkerSettings.from_env()
+        names = Names(load_streams(_streams_file()), ws.topic_prefix)
+    except (SettingsError, StreamsFileError) as error:
+        err.print(f"[red]configuration error:[/red] {error}")
+        raise typer.Exit(2) from error
+    return ws, names
+
+
+def _streams_file() -> Path:
+    import os
+
+    from accrual.streams import DEFAULT_FILE
+
+    return Path(os.environ.get("ACCRUAL_STREAMS_FILE") or DEFAULT_FILE)
+
+
+def _kafka_failure(error: BaseException, bootstrap: str) -> None:
+    err.print(f"[red]Kafka error[/red] at {bootstrap}: {type(error).__name__}: {error}")
+    raise typer.Exit(3)
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create the topics of streams.yaml that are missing (idempotent)."""
+    import asyncio
+
+    from aiokafka.errors import KafkaError
+
+    from accrual.kafka import create_topics
+
+    ws, names = _streams_and_kafka()
+    try:
+        outcome = asyncio.run(create_topics(ws.bootstrap, names, ws.replication_factor))
+    except (KafkaError, OSError) as error:
+        _kafka_failure(error, ws.bootstrap)
+    for topic, what in sorted(outcome.items()):
+        out.print(f"{topic}: {what}")
+
+
+@app.command()
+def worker(
+    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG logs every batch"),
+) -> None:
+    """The Kafka stream worker: consume the inbound topics, apply, publish
+    the outbound topics, run the daily tick (see streams.yaml)."""
+    import asyncio
+
+    from aiokafka.errors import KafkaError
+
+    from accrual import metrics
+    from accrual.worker import Worker, configure_logging
+
+    ws, names = _streams_and_kafka()
+    configure_logging(log_level.upper())
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        err.print(f"[red]configuration error:[/red] {error}")
+        raise typer.Exit(2) from error
+    if ws.metrics_port is not None:
+        try:
+            metrics.serve(ws.metrics_port, ws.metrics_host)
+        except OSError as error:
+            err.print(f"[red]metrics endpoint[/red] {ws.metrics_host}:{ws.metrics_port}: {error}")
+            raise typer.Exit(2) from error
+    try:
+        asyncio.run(Worker(settings, ws, names).run())
+    except KafkaError as error:
+        _kafka_failure(error, ws.bootstrap)
+
+
+@app.command()
+def status(json_output: bool = typer.Option(False, "--json")) -> None:
+    """Lag per partition of the worker group, messages by outcome,
+    rejections by reason, the publisher's position."""
+    import asyncio
+
+    from aiokafka.errors import KafkaError
+
+    from accrual.status import kafka_lag, store_counts
+
+    ws, names = _streams_and_kafka()
+    try:
+        lag = asyncio.run(kafka_lag(ws.bootstrap, names))
+    except (KafkaError, OSError) as error:
+        _kafka_failure(error, ws.bootstrap)
+    with _runtime() as runtime:
+        counts = store_counts(runtime.db)
+        counts["log_position"] = runtime.app.recorder.max_notification_id() or 0
+    result = {"group": names.group, "lag_total": sum(r["lag"] for r in lag), "partitions": lag, **counts}
+    if json_output:
+        return _write_json(result)
+    out.print(f"group {names.group}: lag {result['lag_total']}")
+    table = Table("topic", "partition", "committed", "end", "lag")
+    for row in lag:
+        table.add_row(row["topic"], str(row["partition"]), str(row["committed"]), str(row["end"]), str(row["lag"]))
+    out.print(table)
+    out.print(f"outcomes: {counts['outcomes']}")
+    out.print(f"rejected by reason: {counts['rejected_by_reason']}")
+    out.print(f"event log at {counts['log_position']}, published up to {counts['published_position']}")
+
+
 @schemas_app.command("export")
 def schemas_export(directory: Path) -> None:
     """Write JSON Schema files that producers can validate against."""

@@ -1,4 +1,5 @@
-"""The file edge of the embedded mode: JSON Lines in, `Inbound` batches out.
+"""The edges: JSON Lines (the embedded mode) and Kafka records (the worker)
+in, `Inbound` messages out.
 
 Each line is one inbound message with an extra `topic` field. A line that
 cannot be parsed is not dropped: it becomes a rejected `Inbound`, keyed by
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from engine.application import Inbound
-from schemas import MessageRejected, content_fingerprint, parse_line
+from schemas import MessageRejected, content_fingerprint, parse_line, parse_message
 
 UNKNOWN_TOPIC = "(unknown)"
 
@@ -22,18 +23,40 @@ def inbound_from_line(raw: bytes, received_at: datetime, line: int | None = None
     try:
         topic, event = parse_line(raw)
     except MessageRejected as rejected:
-        digest = "sha256:" + hashlib.sha256(raw).hexdigest()
-        return Inbound(
-            topic=_topic_of(raw),
-            key=digest,
-            fingerprint=digest,
-            original=raw,
-            received_at=received_at,
-            rejection=(rejected.reason, rejected.detail),
-            event_id=rejected.event_id,
-            msisdn=rejected.msisdn,
-            offset=line,
-        )
+        return _rejected(_topic_of(raw), raw, rejected, received_at, offset=line)
+    return _accepted(topic, event, raw, received_at, offset=line)
+
+
+def inbound_from_record(
+    topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, received_at: datetime
+) -> Inbound:
+    """One Kafka record of an inbound topic (`topic` is the contract's name
+    of it). A record without a value (a tombstone) is rejected as not JSON."""
+    raw = value if value is not None else b""
+    kafka_key = key.decode("utf-8", "replace") if key is not None else None
+    try:
+        event = parse_message(topic, raw)
+    except MessageRejected as rejected:
+        return _rejected(topic, raw, rejected, received_at, partition=partition, offset=offset, kafka_key=kafka_key)
+    return _accepted(topic, event, raw, received_at, partition=partition, offset=offset, kafka_key=kafka_key)
+
+
+def _rejected(topic: str, raw: bytes, rejected: MessageRejected, received_at: datetime, **where) -> Inbound:
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    return Inbound(
+        topic=topic,
+        key=digest,
+        fingerprint=digest,
+        original=raw,
+        received_at=received_at,
+        rejection=(rejected.reason, rejected.detail),
+        event_id=rejected.event_id,
+        msisdn=rejected.msisdn,
+        **where,
+    )
+
+
+def _accepted(topic: str, event, raw: bytes, received_at: datetime, **where) -> Inbound:
     return Inbound(
         topic=topic,
         key=event.event_id,
@@ -43,7 +66,7 @@ def inbound_from_line(raw: bytes, received_at: datetime, line: int | None = None
         event=event,
         event_id=event.event_id,
         msisdn=getattr(event, "msisdn", None),
-        offset=line,
+        **where,
     )
 
 

@@ -91,3 +91,38 @@ def _positive_int(env, name: str, default: int) -> int:
     if not raw.isdigit() or int(raw) <= 0:
         raise SettingsError(f"{name}={raw!r}: expected a positive whole number")
     return int(raw)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """The stream worker's settings (all optional but the broker address)."""
+
+    bootstrap: str
+    topic_prefix: str
+    metrics_port: int | None  # None: no metrics endpoint
+    metrics_host: str
+    auto_tick: bool
+    tick_after_minutes: int  # minutes after 00:00 Moscow time the daily tick runs
+    replication_factor: int
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> WorkerSettings:
+        env = os.environ if environ is None else environ
+        metrics = env.get("ACCRUAL_METRICS_PORT", "9464").strip()
+        if metrics and metrics != "0" and not metrics.isdigit():
+            raise SettingsError(f"ACCRUAL_METRICS_PORT={metrics!r}: expected a port number, or 0 for none")
+        tick = env.get("ACCRUAL_AUTO_TICK", "on").strip().lower()
+        if tick not in ("on", "off"):
+            raise SettingsError(f"ACCRUAL_AUTO_TICK={tick!r}: expected on or off")
+        after = env.get("ACCRUAL_TICK_AFTER", "5").strip()
+        if not after.isdigit() or int(after) >= 24 * 60:
+            raise SettingsError(f"ACCRUAL_TICK_AFTER={after!r}: expected minutes after midnight (0-1439)")
+        return cls(
+            bootstrap=env.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or "127.0.0.1:9092",
+            topic_prefix=env.get("ACCRUAL_TOPIC_PREFIX", "").strip(),
+            metrics_port=int(metrics) if metrics and metrics != "0" else None,
+            metrics_host=env.get("ACCRUAL_METRICS_HOST", "127.0.0.1").strip() or "127.0.0.1",
+            auto_tick=tick == "on",
+            tick_after_minutes=int(after),
+            replication_factor=_positive_int(env, "KAFKA_REPLICATION_FACTOR", 1),
+        )

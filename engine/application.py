@@ -230,14 +230,28 @@ class AccrualApplication(Application):
         agenda.refresh()
         at = midnight(as_of)
         for chunk in _chunks(agenda.mgts_periods_due(as_of), chunk_size):
-            report.add(self._settle_mgts(chunk, at))
+            report.add(self._retrying(self._settle_mgts, chunk, at))
         for chunk in _chunks(agenda.card_months_due(as_of), chunk_size):
-            report.add(self._settle_cards(chunk, at))
+            report.add(self._retrying(self._settle_cards, chunk, at))
         agenda.refresh()
         for chunk in _chunks(agenda.members_with_expiring_lots(as_of), chunk_size):
-            report.add(self._expire(chunk, as_of))
+            report.add(self._retrying(self._expire, chunk, as_of))
         agenda.refresh()
         return report
+
+    def _retrying(self, step: Callable[..., Report], *args: Any) -> Report:
+        """A tick step, applied again from the store if another writer (a
+        worker, the web app) saved one of its accounts first. Each step is
+        idempotent: what is settled or expired already is skipped."""
+        for _ in range(_CONFLICT_RETRIES):
+            try:
+                return step(*args)
+            except IntegrityError:
+                self._forget_cached_aggregates()
+            except Exception:
+                self._forget_cached_aggregates()
+                raise
+        raise ConcurrentWriterError(f"a tick step kept conflicting with another writer ({step.__name__})")
 
     def _settle_mgts(self, due: list[tuple[str, str]], at: datetime) -> Report:
         batch = _Batch(self)

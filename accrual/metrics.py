@@ -1,0 +1,32 @@
+"""The worker's Prometheus metrics (scraped from ACCRUAL_METRICS_PORT)."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry()
+
+MESSAGES = Counter(
+    "accrual_messages_total", "Inbound messages by outcome (applied, duplicate, held, not_eligible, rejected)",
+    ["outcome"], registry=REGISTRY,
+)
+REJECTED = Counter("accrual_rejected_total", "Rejected inbound messages by reason", ["reason"], registry=REGISTRY)
+BATCH_SIZE = Histogram(
+    "accrual_batch_messages", "Messages per applied batch",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000), registry=REGISTRY,
+)
+BATCH_SECONDS = Histogram(
+    "accrual_batch_seconds", "Time to apply a batch and commit it (database and offsets)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=REGISTRY,
+)
+LAG = Gauge("accrual_consumer_lag", "Messages behind the end of each assigned partition", ["topic", "partition"],
+            registry=REGISTRY)
+PUBLISHED = Counter("accrual_published_total", "Records published to the outbound topics", ["topic"],
+                    registry=REGISTRY)
+PUBLISH_POSITION = Gauge("accrual_publisher_position", "Event-log position the publisher has published up to",
+                         registry=REGISTRY)
+LEADER = Gauge("accrual_leader", "1 when this worker runs the publisher and the daily tick", registry=REGISTRY)
+TICKS = Counter("accrual_ticks_total", "Daily ticks run by this worker", registry=REGISTRY)
+
+
+def serve(port: int, host: str) -> None:
+    start_http_server(port, addr=host, registry=REGISTRY)

@@ -1,0 +1,232 @@
+"""The outbound side: a follower of the event log that publishes what the
+accounts recorded, never written beside the database in the request path.
+
+- every event of a member account goes to `loyalty.points-events.v1` (key
+  msisdn), in account order, with the account version, the signed change
+  of the balance (`points`), the balance after it, the rule or reason and
+  the source event id;
+- after each chunk, the latest balance of every member it touched goes to
+  the compacted `loyalty.balances.v1`;
+- every rejection goes to `loyalty.dead-letter.v1` (key: the source key)
+  with the original bytes, source topic, partition, offset, reason, detail.
+
+Exactly once on the topics, without Kafka transactions: the publisher's
+position in the log (and each member's running balance) is committed to
+the database only after Kafka has acknowledged the chunk, so a crash in
+between publishes the chunk again, and each record carries its log position
+in a `notification_id` header. At start the publisher reads the last record
+of every partition it writes and skips what a partition already holds. The
+producer is idempotent (ordered, no gaps within a partition), and records
+are sent to explicit partitions (the Java client's murmur2), so "the last
+record of the partition" is a sound high-water mark.
+
+One publisher runs per store: the worker that holds the leadership lock
+(accrual/leadership.py) runs it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from aiokafka import AIOKafkaProducer
+
+from accrual.kafka import Names, last_records, partition_for
+from engine.account import MemberAccount
+from engine.rejection import Rejection
+from projections.db import Database
+from schemas import BalanceMessage, DeadLetterMessage, PointsEventMessage
+
+logger = logging.getLogger(__name__)
+
+HEADER = "notification_id"
+CHUNK = 2000
+
+STATE_TABLES = (
+    "CREATE TABLE IF NOT EXISTS outbound_position (name TEXT PRIMARY KEY, position BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS outbound_balances ("
+    " account_id TEXT PRIMARY KEY, msisdn TEXT NOT NULL, balance BIGINT NOT NULL, version BIGINT NOT NULL)",
+)
+
+# How each member-account event changes the balance (the same arithmetic as
+# the aggregate's; the read models and this follower derive it from events).
+_CREDITS = {"PointsAccrued"}
+_DEBITS = {"PointsClawedBack", "PointsExpired"}
+_EVENT_TYPE = {"Opened": "AccountOpened"}
+
+
+def balance_change(event: Any) -> int:
+    name = type(event).__name__
+    if name in _CREDITS:
+        return int(event.points)
+    if name in _DEBITS:
+        return -int(event.points)
+    delta = getattr(event, "balance_change", None)  # events that say it themselves
+    return int(delta) if isinstance(delta, int) else 0
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    partition: int
+    key: bytes
+    value: bytes
+    notification_id: int
+
+
+class Publisher:
+    def __init__(self, app: Any, db: Database, names: Names, name: str = "kafka"):
+        self.app = app
+        self.db = db
+        self.names = names
+        self.name = name
+        self.partitions = {
+            names.points_events: names.streams.points_events.partitions,
+            names.balances: names.streams.balances.partitions,
+            names.dead_letter: names.streams.dead_letter.partitions,
+        }
+        # (topic, partition) -> highest notification id the partition holds
+        self.published: dict[tuple[str, int], int] = {}
+        self.published_events = 0
+        with db.transaction() as tx:
+            for statement in STATE_TABLES:
+                tx.execute(statement)
+            tx.execute(
+                "INSERT INTO outbound_position (name, position) VALUES (?, 0) ON CONFLICT (name) DO NOTHING",
+                (name,),
+            )
+
+    def position(self) -> int:
+        return int(self.db.query("SELECT position FROM outbound_position WHERE name = ?", (self.name,))[0][0])
+
+    async def recover(self, bootstrap: str) -> None:
+        """Reads where each partition ended (after a crash, some may hold a
+        chunk whose position was not committed here)."""
+        self.published.clear()
+        for topic, partitions in self.partitions.items():
+            for partition, record in (await last_records(bootstrap, topic, partitions)).items():
+                headers = dict(record.headers or ())
+                if HEADER in headers:
+                    self.published[(topic, partition)] = int(headers[HEADER])
+
+    # -- one chunk: read and map (in a thread), send, commit (in a thread) ------
+
+    def read_chunk(self, limit: int = CHUNK) -> tuple[list[Outgoing], Callable[[], None], int]:
+        """The records for the next chunk of the log, and the commit that
+        records it as published."""
+        position = self.position()
+        notifications = self.app.recorder.select_notifications(start=position, limit=limit, inclusive_of_start=False)
+        if not notifications:
+            return [], lambda: None, position
+        mapper = self.app.mapper
+        events = [(n.id, mapper.to_domain_event(n)) for n in notifications]
+        accounts = {
+            str(e.originator_id) for _, e in events
+            if isinstance(e, MemberAccount.Event) and not isinstance(e, MemberAccount.Opened)
+        }
+        state = self._load_balances(accounts)
+        touched: dict[str, tuple[str, int, int, Any, int]] = {}  # account -> msisdn, balance, version, at, id
+        out: list[Outgoing] = []
+        for notification_id, event in events:
+            if isinstance(event, Rejection.Recorded):
+                out.append(self._dead_letter(event, notification_id))
+            elif isinstance(event, MemberAccount.Event):
+                account = str(event.originator_id)
+                if isinstance(event, MemberAccount.Opened):
+                    state[account] = [event.msisdn, 0, event.originator_version]
+                msisdn, balance, version = state[account]
+                if event.originator_version <= version and not isinstance(event, MemberAccount.Opened):
+                    continue  # already folded in (cannot happen with one publisher; kept safe)
+                delta = balance_change(event)
+                balance += delta
+                state[account] = [msisdn, balance, event.originator_version]
+                out.append(self._points_event(event, msisdn, delta, balance, notification_id))
+                touched[account] = (msisdn, balance, event.originator_version, event.timestamp, notification_id)
+        for msisdn, balance, version, at, notification_id in touched.values():
+            out.append(self._balance(msisdn, balance, version, at, notification_id))
+        last = notifications[-1].id
+
+        def commit() -> None:
+            with self.db.transaction() as tx:
+                tx.executemany(
+                    "INSERT INTO outbound_balances (account_id, msisdn, balance, version) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (account_id) DO UPDATE SET balance = excluded.balance, version = excluded.version",
+                    [(a, *state[a]) for a in touched],
+                )
+                tx.execute("UPDATE outbound_position SET position = ? WHERE name = ?", (last, self.name))
+
+        return out, commit, last
+
+    def _load_balances(self, accounts: set[str]) -> dict[str, list]:
+        state: dict[str, list] = {}
+        ids = sorted(accounts)
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            marks = ",".join("?" * len(part))
+            for account, msisdn, balance, version in self.db.query(
+                f"SELECT account_id, msisdn, balance, version FROM outbound_balances WHERE account_id IN ({marks})",
+                part,
+            ):
+                state[account] = [msisdn, int(balance), int(version)]
+        return state
+
+    def _record(self, topic: str, key: bytes, value: bytes, notification_id: int) -> Outgoing:
+        return Outgoing(topic, partition_for(key, self.partitions[topic]), key, value, notification_id)
+
+    def _points_event(self, e: Any, msisdn: str, delta: int, balance: int, notification_id: int) -> Outgoing:
+        name = type(e).__name__
+        message = PointsEventMessage(
+            msisdn=msisdn,
+            account_version=e.originator_version,
+            event_type=_EVENT_TYPE.get(name, name),
+            points=delta,
+            rule=getattr(e, "rule", None),
+            reason=getattr(e, "reason", None),
+            source_event_id=getattr(e, "source_event_id", None),
+            occurred_at=e.timestamp,
+            lot_date=getattr(e, "lot_date", None),
+            expires_on=getattr(e, "expires_on", None),
+            balance_after=balance,
+        )
+        return self._record(self.names.points_events, msisdn.encode(), message.model_dump_json().encode(),
+                            notification_id)
+
+    def _balance(self, msisdn: str, balance: int, version: int, at: Any, notification_id: int) -> Outgoing:
+        message = BalanceMessage(msisdn=msisdn, balance=balance, as_of_version=version, updated_at=at)
+        return self._record(self.names.balances, msisdn.encode(), message.model_dump_json().encode(),
+                            notification_id)
+
+    def _dead_letter(self, e: Any, notification_id: int) -> Outgoing:
+        message = DeadLetterMessage(
+            source_topic=e.topic, partition=e.partition, offset=e.offset, key=e.key, reason=e.reason,
+            detail=e.detail, event_id=e.event_id, original_base64=e.original, received_at=e.timestamp,
+        )
+        key = (e.key or e.event_id or "").encode("utf-8", "surrogateescape")
+        return self._record(self.names.dead_letter, key, message.model_dump_json().encode(), notification_id)
+
+    # -- sending -------------------------------------------------------------------
+
+    async def send(self, producer: AIOKafkaProducer, records: list[Outgoing]) -> int:
+        """Sends the records a partition does not hold yet; returns how many."""
+        futures = []
+        for r in records:
+            if r.notification_id <= self.published.get((r.topic, r.partition), 0):
+                continue
+            headers = [(HEADER, str(r.notification_id).encode())]
+            futures.append(await producer.send(r.topic, r.value, key=r.key, partition=r.partition, headers=headers))
+        if futures:
+            await asyncio.gather(*futures)
+        return len(futures)
+
+
+def new_producer(bootstrap: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        client_id="accrual-publisher",
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=512 * 1024,
+        compression_type=None,
+    )
