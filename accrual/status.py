@@ -34,12 +34,17 @@ async def kafka_lag(bootstrap: str, names: Names) -> list[dict[str, Any]]:
 
 
 def store_counts(db: Database) -> dict[str, Any]:
+    """`outcomes`: each distinct message once, by its first outcome (the
+    inbox); `messages_seen_by_workers`: every delivery, duplicates too."""
     outcomes = dict(db.query("SELECT outcome, COUNT(*) FROM inbox GROUP BY outcome ORDER BY outcome"))
     reasons = dict(db.query("SELECT reason, COUNT(*) FROM rm_rejections GROUP BY reason ORDER BY reason"))
     published = db.query("SELECT position FROM outbound_position WHERE name = ?", ("kafka",)) if _has(
         db, "outbound_position") else []
+    seen = dict(db.query("SELECT outcome, messages FROM worker_counts ORDER BY outcome")) if _has(
+        db, "worker_counts") else {}
     return {
         "outcomes": {k: int(v) for k, v in outcomes.items()},
+        "messages_seen_by_workers": {k: int(v) for k, v in seen.items()},
         "rejected_by_reason": {k: int(v) for k, v in reasons.items()},
         "published_position": int(published[0][0]) if published else None,
     }

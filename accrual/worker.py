@@ -53,6 +53,10 @@ from projections.db import Database
 logger = logging.getLogger("accrual.worker")
 
 TICK_TABLE = "CREATE TABLE IF NOT EXISTS worker_ticks (name TEXT PRIMARY KEY, as_of TEXT NOT NULL)"
+# Messages seen by the workers, by outcome, duplicates included (the inbox
+# keeps first outcomes only). Operational counts, added after each batch's
+# commit: a crash in between leaves them short by that batch.
+COUNTS_TABLE = "CREATE TABLE IF NOT EXISTS worker_counts (outcome TEXT PRIMARY KEY, messages BIGINT NOT NULL)"
 _MAX_CATCH_UP_DAYS = 62
 
 
@@ -93,6 +97,7 @@ class Worker:
         self._contract_topic = {names.topic(t.topic): t.topic for t in names.streams.inbound}
         with self.publisher.db.transaction() as tx:
             tx.execute(TICK_TABLE)
+            tx.execute(COUNTS_TABLE)
 
     # -- running ---------------------------------------------------------------
 
@@ -170,6 +175,12 @@ class Worker:
             self.runtime.app._forget_cached_aggregates()
         report = self.runtime.app.process(inbound)
         self.runtime.projector.flush()
+        with self.runtime.db.transaction() as tx:
+            tx.executemany(
+                "INSERT INTO worker_counts (outcome, messages) VALUES (?, ?) ON CONFLICT (outcome) "
+                "DO UPDATE SET messages = worker_counts.messages + excluded.messages",
+                sorted(report.outcomes.items()),
+            )
         return report
 
     def _observe(self, report: Report, size: int, seconds: float, consumer: AIOKafkaConsumer, records: dict) -> None:

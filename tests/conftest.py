@@ -108,3 +108,36 @@ def programme_on(runtime_on):
     from tests.programme import Programme
 
     return Programme(runtime_on)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """The broker that `dev/services up kafka` starts (dev/test starts it
+    before the suite; otherwise the first test that needs it does, under a
+    lock so that parallel test processes start one broker)."""
+    bootstrap = os.environ.get("ACCRUAL_TEST_KAFKA_BOOTSTRAP")
+    if bootstrap:
+        return bootstrap
+    import fcntl
+
+    with open(ROOT / ".services.lock", "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        started = subprocess.run(
+            [str(ROOT / "dev" / "services"), "up", "kafka"], capture_output=True, text=True, timeout=900
+        )
+    if started.returncode != 0:
+        pytest.fail(f"dev/services up kafka failed:\n{started.stderr}", pytrace=False)
+    for line in started.stdout.splitlines():
+        if line.startswith("KAFKA_BOOTSTRAP_SERVERS="):
+            return line.split("=", 1)[1]
+    pytest.fail(f"dev/services printed no KAFKA_BOOTSTRAP_SERVERS:\n{started.stdout}", pytrace=False)
+
+
+@pytest.fixture
+def kafka_prefix(kafka_bootstrap) -> str:
+    """Topic and consumer-group names of one test (a prefix on streams.yaml's)."""
+    from tests.kafka_support import setup_topics
+
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    setup_topics(kafka_bootstrap, prefix)
+    return prefix

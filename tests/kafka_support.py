@@ -1,0 +1,196 @@
+"""Helpers for the tests that run the worker against the real broker:
+producing JSON Lines to the inbound topics, running `accrual worker` as a
+process (so it can be killed), waiting for the group's lag to reach zero,
+and reading the outbound topics back."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from accrual.kafka import Names, create_topics
+from accrual.status import kafka_lag
+from accrual.streams import load_streams
+
+ROOT = Path(__file__).resolve().parent.parent
+INBOUND = {t.topic for t in load_streams().inbound}
+FALLBACK_TOPIC = "mts.usage.v1"  # where a line that names no topic goes
+
+
+def names_for(prefix: str) -> Names:
+    return Names(load_streams(), prefix)
+
+
+def setup_topics(bootstrap: str, prefix: str) -> Names:
+    names = names_for(prefix)
+    asyncio.run(create_topics(bootstrap, names))
+    return names
+
+
+def routable(raw: bytes) -> tuple[str, bytes | None] | None:
+    """(topic, key) of a JSON Lines record as a producer would send it, or
+    None for a record that names a topic the engine does not consume (no
+    producer can send it to the engine at all)."""
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        return FALLBACK_TOPIC, None
+    if not isinstance(obj, dict):
+        return FALLBACK_TOPIC, None
+    topic = obj.get("topic", FALLBACK_TOPIC)
+    if topic not in INBOUND:
+        return None
+    key = obj.get("mgts_account") if topic == "mgts.billing.v1" else obj.get("msisdn")
+    return topic, key.encode() if isinstance(key, str) else None
+
+
+def read_lines(*paths: Path) -> list[bytes]:
+    lines = []
+    for path in paths:
+        with open(path, "rb") as handle:
+            lines.extend(line.rstrip(b"\r\n") for line in handle if line.strip())
+    return lines
+
+
+def produce(bootstrap: str, prefix: str, lines: list[bytes]) -> list[bytes]:
+    """Produces each routable line to its topic (key: msisdn or MGTS
+    account, as producers do); returns the lines produced."""
+    return asyncio.run(_produce(bootstrap, prefix, lines))
+
+
+async def _produce(bootstrap: str, prefix: str, lines: list[bytes]) -> list[bytes]:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=10,
+                                max_batch_size=256 * 1024)
+    await producer.start()
+    sent = []
+    try:
+        for raw in lines:
+            route = routable(raw)
+            if route is None:
+                continue
+            topic, key = route
+            await producer.send(prefix + topic, raw, key=key)
+            sent.append(raw)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+def produce_raw(bootstrap: str, prefix: str, records: list[tuple[str, bytes | None, bytes | None]]) -> None:
+    """(topic, key, value) records, exactly as given."""
+    async def run() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            for topic, key, value in records:
+                await producer.send(prefix + topic, value, key=key)
+            await producer.flush()
+        finally:
+            await producer.stop()
+    asyncio.run(run())
+
+
+def total_lag(bootstrap: str, names: Names) -> tuple[int, int]:
+    rows = asyncio.run(kafka_lag(bootstrap, names))
+    return sum(r["lag"] for r in rows), sum(r["end"] for r in rows)
+
+
+def wait_for_lag_zero(bootstrap: str, names: Names, timeout: float = 120, workers: list | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        lag, _ = total_lag(bootstrap, names)
+        if lag == 0:
+            return
+        for worker in workers or ():
+            worker.check_alive()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the worker group still lags {lag} messages after {timeout} s")
+        time.sleep(0.2)
+
+
+class WorkerProcess:
+    """`accrual worker` in a process of its own."""
+
+    def __init__(self, env: dict[str, str], log: Path):
+        self.env = env
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> WorkerProcess:
+        handle = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "accrual.cli", "worker"], env=self.env, stdout=handle, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        handle.close()
+        return self
+
+    def check_alive(self) -> None:
+        assert self.proc is not None
+        code = self.proc.poll()
+        if code is not None:
+            raise AssertionError(f"the worker exited with {code}:\n{self.log.read_text()[-4000:]}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+
+    def terminate(self, timeout: float = 60) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+def worker_env(database_url: str, bootstrap: str, prefix: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "ACCRUAL_DATABASE_URL": database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "ACCRUAL_TOPIC_PREFIX": prefix,
+        "ACCRUAL_METRICS_PORT": "0",
+        "ACCRUAL_AUTO_TICK": "off",
+        "PYTHONPATH": str(ROOT),
+    })
+    env.update(extra)
+    return env
+
+
+def read_topic(bootstrap: str, topic: str, timeout: float = 30) -> list[Any]:
+    """Every record of `topic`, up to its end offsets at the time of the call."""
+    async def run() -> list[Any]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            partitions = consumer.partitions_for_topic(topic) or set()
+            if not partitions:
+                await consumer._client.force_metadata_update()
+                partitions = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            records: list[Any] = []
+            remaining = {tp for tp in tps if ends[tp] > 0}
+            deadline = time.monotonic() + timeout
+            while remaining and time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=500)
+                for tp, rs in batch.items():
+                    records.extend(r for r in rs if r.offset < ends[tp])
+                    if rs and rs[-1].offset >= ends[tp] - 1:
+                        remaining.discard(tp)
+            if remaining:
+                raise AssertionError(f"{topic}: could not read to the end of {sorted(str(t) for t in remaining)}")
+            return records
+        finally:
+            await consumer.stop()
+    return asyncio.run(run())
