@@ -18,6 +18,17 @@ BATCH_SECONDS = Histogram(
     "accrual_batch_seconds", "Time to apply a batch and commit it (database and offsets)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=REGISTRY,
 )
+VISIBLE_SECONDS = Histogram(
+    "accrual_visible_seconds",
+    "From a record's producer timestamp to its batch's commit (events, inbox and read models)",
+    buckets=(0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+STORE_COMMIT_SECONDS = Histogram(
+    "accrual_store_commit_seconds",
+    "Time of a batch's insert and commit on PostgreSQL (the event-table lock is held for part of it)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1), registry=REGISTRY,
+)
 LAG = Gauge("accrual_consumer_lag", "Messages behind the end of each assigned partition", ["topic", "partition"],
             registry=REGISTRY)
 PUBLISHED = Counter("accrual_published_total", "Records published to the outbound topics", ["topic"],

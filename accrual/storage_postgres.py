@@ -2,11 +2,13 @@
 PostgreSQL, so the embedded mode does not load psycopg)."""
 from __future__ import annotations
 
+import time
 from typing import Any, Sequence
 
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.sql import SQL, Identifier
 
+from accrual.metrics import STORE_COMMIT_SECONDS
 from accrual.storage import INBOX_DDL
 
 
@@ -14,6 +16,15 @@ class PostgresInboxRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: Any, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
         self.sql_create_statements.append(SQL(INBOX_DDL))
+
+    def insert_events(self, stored_events: Sequence[Any], **kwargs: Any) -> Any:
+        """Timed: the event-table lock is held from the insert to the commit
+        (see README, "Growing from one machine to many")."""
+        started = time.perf_counter()
+        try:
+            return super().insert_events(stored_events, **kwargs)
+        finally:
+            STORE_COMMIT_SECONDS.observe(time.perf_counter() - started)
 
     def _insert_events(self, curs: Any, stored_events: Sequence[Any], **kwargs: Any) -> None:
         rows = kwargs.get("inbox")

@@ -75,8 +75,12 @@ class _Rebalance(ConsumerRebalanceListener):
         logger.info("partitions assigned", extra={"fields": {"partitions": _names(assigned)}})
 
 
-def _names(tps: Any) -> list[str]:
-    return sorted(f"{tp.topic}[{tp.partition}]" for tp in tps)
+def _names(tps: Any) -> dict[str, list[int]]:
+    """topic -> partitions, for the log."""
+    by_topic: dict[str, list[int]] = {}
+    for tp in sorted(tps):
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    return by_topic
 
 
 class Worker:
@@ -185,6 +189,11 @@ class Worker:
 
     def _observe(self, report: Report, size: int, seconds: float, consumer: AIOKafkaConsumer, records: dict) -> None:
         metrics.BATCH_SIZE.observe(size)
+        now_ms = time.time() * 1000
+        for rs in records.values():
+            for r in rs:
+                if r.timestamp_type == 0:  # the producer's CreateTime
+                    metrics.VISIBLE_SECONDS.observe(max(now_ms - r.timestamp, 0) / 1000)
         metrics.BATCH_SECONDS.observe(seconds)
         for outcome, count in report.outcomes.items():
             metrics.MESSAGES.labels(outcome).inc(count)

@@ -35,18 +35,25 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> str:
     """The URL of a PostgreSQL role that may create databases."""
-    url = os.environ.get("ACCRUAL_TEST_POSTGRES_URL")
-    if url:
-        return url
-    started = subprocess.run(
-        [str(ROOT / "dev" / "services"), "up", "postgres"], capture_output=True, text=True, timeout=300
-    )
+    return os.environ.get("ACCRUAL_TEST_POSTGRES_URL") or _services_up("postgres", "ACCRUAL_DATABASE_URL")
+
+
+def _services_up(service: str, setting: str) -> str:
+    """Starts a service with dev/services (under a lock, so that parallel
+    test processes start one server) and returns the setting it prints."""
+    import fcntl
+
+    with open(ROOT / ".services.lock", "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        started = subprocess.run(
+            [str(ROOT / "dev" / "services"), "up", service], capture_output=True, text=True, timeout=900
+        )
     if started.returncode != 0:
-        pytest.fail(f"dev/services up postgres failed:\n{started.stderr}", pytrace=False)
+        pytest.fail(f"dev/services up {service} failed:\n{started.stderr}", pytrace=False)
     for line in started.stdout.splitlines():
-        if line.startswith("ACCRUAL_DATABASE_URL="):
+        if line.startswith(setting + "="):
             return line.split("=", 1)[1]
-    pytest.fail(f"dev/services printed no ACCRUAL_DATABASE_URL:\n{started.stdout}", pytrace=False)
+    pytest.fail(f"dev/services printed no {setting}:\n{started.stdout}", pytrace=False)
 
 
 @pytest.fixture
@@ -115,22 +122,7 @@ def kafka_bootstrap() -> str:
     """The broker that `dev/services up kafka` starts (dev/test starts it
     before the suite; otherwise the first test that needs it does, under a
     lock so that parallel test processes start one broker)."""
-    bootstrap = os.environ.get("ACCRUAL_TEST_KAFKA_BOOTSTRAP")
-    if bootstrap:
-        return bootstrap
-    import fcntl
-
-    with open(ROOT / ".services.lock", "a+") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        started = subprocess.run(
-            [str(ROOT / "dev" / "services"), "up", "kafka"], capture_output=True, text=True, timeout=900
-        )
-    if started.returncode != 0:
-        pytest.fail(f"dev/services up kafka failed:\n{started.stderr}", pytrace=False)
-    for line in started.stdout.splitlines():
-        if line.startswith("KAFKA_BOOTSTRAP_SERVERS="):
-            return line.split("=", 1)[1]
-    pytest.fail(f"dev/services printed no KAFKA_BOOTSTRAP_SERVERS:\n{started.stdout}", pytrace=False)
+    return os.environ.get("ACCRUAL_TEST_KAFKA_BOOTSTRAP") or _services_up("kafka", "KAFKA_BOOTSTRAP_SERVERS")
 
 
 @pytest.fixture

@@ -1,0 +1,249 @@
+"""End to end through Kafka: produce → `accrual worker` → PostgreSQL (events,
+inbox, read models) → offsets committed.
+
+    python -m bench.e2e throughput --events 100000 --workers 1
+    python -m bench.e2e latency --rate 2000 --seconds 30
+
+Needs the services of `dev/services up` (it starts them if they are not
+running) and makes a fresh database and a fresh topic prefix per run.
+
+- throughput: the whole workload is produced first, then the workers start;
+  the rate is the messages consumed between the first progress and a lag of
+  zero (the read models are committed before the offsets, so zero lag
+  means every balance is visible). Also reported: how long the publisher
+  needed to catch up with the log, and the workers' own figures (batch
+  time, the share of it spent in the event-table insert and commit).
+- latency: one worker, a steady produce rate; the worker measures each
+  record from its producer timestamp to its batch's commit
+  (`accrual_visible_seconds`); p50 and p99 are read from that histogram
+  (linear within a bucket).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.kafka_support import (  # noqa: E402
+    WorkerProcess, names_for, produce, read_lines, setup_topics, total_lag, worker_env,
+)
+
+
+def services() -> dict[str, str]:
+    out = subprocess.run([str(ROOT / "dev" / "services"), "up"], capture_output=True, text=True, check=True).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def fresh_database(admin_url: str) -> str:
+    import psycopg
+
+    name = f"accrual_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int) -> str:
+    import urllib.request
+
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+
+
+def histogram(text: str, name: str) -> tuple[list[tuple[float, float]], float, float]:
+    buckets = [(float("inf") if m.group(1) == "+Inf" else float(m.group(1)), float(m.group(2)))
+               for m in re.finditer(rf'^{name}_bucket{{le="([^"]+)"}} (\S+)$', text, re.M)]
+    total = float(re.search(rf"^{name}_sum (\S+)$", text, re.M).group(1))
+    count = float(re.search(rf"^{name}_count (\S+)$", text, re.M).group(1))
+    return buckets, total, count
+
+
+def quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    count = buckets[-1][1]
+    rank = q * count
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, cumulative in buckets:
+        if cumulative >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            share = (rank - lower_count) / max(cumulative - lower_count, 1e-9)
+            return lower_bound + (bound - lower_bound) * share
+        lower_bound, lower_count = bound, cumulative
+    return lower_bound
+
+
+def machine() -> str:
+    cores = os.cpu_count()
+    return f"{platform.node()} ({cores} cores, Python {platform.python_version()})"
+
+
+def setup(events: int, seed: int):
+    """Services up, a fresh database and topic prefix, a workload file."""
+    from bench.workload import generate
+
+    env_services = services()
+    bootstrap = env_services["KAFKA_BOOTSTRAP_SERVERS"]
+    url = fresh_database(env_services["ACCRUAL_DATABASE_URL"])
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    names = setup_topics(bootstrap, prefix)
+    work = Path(tempfile.mkdtemp(prefix="accrual-e2e-"))
+    generate(events=events, members=max(events // 10, 10), seed=seed, out=work / "w.jsonl")
+    return bootstrap, url, prefix, names, work
+
+
+def throughput(args: argparse.Namespace) -> dict:
+    bootstrap, url, prefix, names, work = setup(args.events, args.seed)
+    started = time.perf_counter()
+    lines = produce(bootstrap, prefix, read_lines(work / "w.jsonl"))
+    produce_seconds = time.perf_counter() - started
+    ports = [free_port() for _ in range(args.workers)]
+    workers = [
+        WorkerProcess(worker_env(url, bootstrap, prefix, ACCRUAL_METRICS_PORT=str(port)), work / f"w{i}.log").start()
+        for i, port in enumerate(ports)
+    ]
+    try:
+        total = len(lines)
+        first = None
+        samples = []
+        while True:
+            lag, _ = total_lag(bootstrap, names)
+            now = time.perf_counter()
+            if first is None and lag < total:
+                first = (now, lag)
+            samples.append((now, lag))
+            if lag == 0:
+                break
+            for w in workers:
+                w.check_alive()
+            time.sleep(0.25)
+        end = time.perf_counter()
+        consumed = first[1]
+        seconds = end - first[0]
+        log_end = _log_end(url)
+        while _published(url) < log_end:
+            time.sleep(0.25)
+        publisher_done = time.perf_counter() - end
+        texts = [scrape(p) for p in ports]
+    finally:
+        for w in workers:
+            w.kill()
+    batch = [histogram(t, "accrual_batch_seconds") for t in texts]
+    store = [histogram(t, "accrual_store_commit_seconds") for t in texts]
+    batch_time = sum(b[1] for b in batch)
+    store_time = sum(s[1] for s in store)
+    return {
+        "bench": "e2e-throughput", "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+        "workers": args.workers, "messages": total, "consumed_in_window": consumed,
+        "seconds": round(seconds, 2), "messages_per_second": round(consumed / seconds),
+        "produce_messages_per_second": round(total / produce_seconds),
+        "log_events": log_end, "publisher_lag_seconds_after_zero_lag": round(publisher_done, 2),
+        "batches": int(sum(b[2] for b in batch)),
+        "batch_seconds_total": round(batch_time, 2),
+        "insert_commit_seconds_total": round(store_time, 2),
+        "insert_commit_share_of_batch_time": round(store_time / batch_time, 3) if batch_time else None,
+    }
+
+
+def latency(args: argparse.Namespace) -> dict:
+    bootstrap, url, prefix, names, work = setup(args.rate * args.seconds, args.seed)
+    lines = read_lines(work / "w.jsonl")
+    port = free_port()
+    worker = WorkerProcess(worker_env(url, bootstrap, prefix, ACCRUAL_METRICS_PORT=str(port)), work / "w.log").start()
+    try:
+        time.sleep(8)  # joined the group
+        sent = asyncio.run(_paced(bootstrap, prefix, lines, args.rate))
+        deadline = time.monotonic() + 300
+        while total_lag(bootstrap, names)[0] and time.monotonic() < deadline:
+            time.sleep(0.25)
+        text = scrape(port)
+    finally:
+        worker.kill()
+    buckets, total, count = histogram(text, "accrual_visible_seconds")
+    return {
+        "bench": "e2e-latency", "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+        "rate_asked": args.rate, "rate_sent": round(sent[0] / sent[1]), "messages": int(count),
+        "p50_ms": round(quantile(buckets, 0.5) * 1000), "p99_ms": round(quantile(buckets, 0.99) * 1000),
+        "mean_ms": round(total / count * 1000) if count else None,
+    }
+
+
+async def _paced(bootstrap: str, prefix: str, lines: list[bytes], rate: int) -> tuple[int, float]:
+    from aiokafka import AIOKafkaProducer
+
+    from tests.kafka_support import routable
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
+    await producer.start()
+    started = time.perf_counter()
+    sent = 0
+    try:
+        for raw in lines:
+            route = routable(raw)
+            if route is None:
+                continue
+            due = started + sent / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await producer.send(prefix + route[0], raw, key=route[1])
+            sent += 1
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent, time.perf_counter() - started
+
+
+def _log_end(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT COALESCE(MAX(notification_id), 0) FROM accrual_events").fetchone()[0]
+
+
+def _published(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT position FROM outbound_position WHERE name = 'kafka'").fetchone()[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="bench", required=True)
+    t = sub.add_parser("throughput")
+    t.add_argument("--events", type=int, default=100_000)
+    t.add_argument("--workers", type=int, default=1)
+    t.add_argument("--seed", type=int, default=1)
+    lat = sub.add_parser("latency")
+    lat.add_argument("--rate", type=int, default=2000)
+    lat.add_argument("--seconds", type=int, default=30)
+    lat.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    result = throughput(args) if args.bench == "throughput" else latency(args)
+    print(json.dumps(result, indent=2))
+    results = ROOT / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    with open(results / "e2e.jsonl", "a") as handle:
+        handle.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
