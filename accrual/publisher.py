@@ -89,7 +89,9 @@ class Publisher:
         # (topic, partition) -> highest notification id the partition holds
         self.published: dict[tuple[str, int], int] = {}
         self.published_events = 0
-        with db.transaction() as tx:
+        from accrual.runtime import schema_lock
+
+        with schema_lock(db.url), db.transaction() as tx:
             for statement in STATE_TABLES:
                 tx.execute(statement)
             tx.execute(

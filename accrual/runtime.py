@@ -3,9 +3,10 @@ use it: the application, its read models, their projector and the tick's
 agenda, over the store that `ACCRUAL_DATABASE_URL` names."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from accrual.settings import Settings
 from accrual.storage import open_application
@@ -16,6 +17,25 @@ from projections.queries import Agenda, ReadModels
 from projections.tables import ORDER_BY, Names
 
 Progress = Callable[[int, int], None]
+
+
+@contextmanager
+def schema_lock(database: Any) -> Iterator[None]:
+    """Serialises creating the tables: PostgreSQL's CREATE TABLE IF NOT
+    EXISTS is not safe against a concurrent one (two workers starting on a
+    new database). SQLite serialises writers by itself."""
+    if not database.is_postgres:
+        yield
+        return
+    import psycopg
+
+    with psycopg.connect(host=database.host, port=database.port, user=database.user, password=database.password,
+                         dbname=database.dbname, autocommit=True, connect_timeout=10) as conn:
+        conn.execute("SELECT pg_advisory_lock(7274010)")  # "accrual schema"
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(7274010)")
 
 
 @dataclass(frozen=True)
@@ -29,10 +49,11 @@ class Difference:
 class Runtime:
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or Settings.from_env()
-        self.app = open_application(self.settings)
-        self.db = Database(self.settings.database)
-        self.projector = Projector(self.app, self.db)
-        self.projector.create_tables()
+        with schema_lock(self.settings.database):
+            self.app = open_application(self.settings)
+            self.db = Database(self.settings.database)
+            self.projector = Projector(self.app, self.db)
+            self.projector.create_tables()
         self.app.on_saved = self.projector.follow
         self.reads = ReadModels(self.db)
         self.agenda = Agenda(self.db, self.app.rules, self.projector.catch_up)

@@ -44,7 +44,7 @@ from accrual.intake import inbound_from_record
 from accrual.kafka import Names, check_topics
 from accrual.leadership import Leadership
 from accrual.publisher import Publisher, new_producer
-from accrual.runtime import Runtime
+from accrual.runtime import Runtime, schema_lock
 from accrual.settings import Settings, WorkerSettings
 from engine.application import Report
 from engine.calendar import MOSCOW
@@ -99,7 +99,7 @@ class Worker:
         self.report = Report()
         self.batches = 0
         self._contract_topic = {names.topic(t.topic): t.topic for t in names.streams.inbound}
-        with self.publisher.db.transaction() as tx:
+        with schema_lock(settings.database), self.publisher.db.transaction() as tx:
             tx.execute(TICK_TABLE)
             tx.execute(COUNTS_TABLE)
 
@@ -215,6 +215,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         producer = None
         next_tick_check = 0.0
+        next_lock_check = 0.0
         try:
             while not self.stopping.is_set():
                 if not self.leadership.held:
@@ -227,6 +228,14 @@ class Worker:
                     producer = new_producer(self.ws.bootstrap)
                     await producer.start()
                     await self.publisher.recover(self.ws.bootstrap)
+                if time.monotonic() >= next_lock_check:
+                    next_lock_check = time.monotonic() + 5
+                    if not await loop.run_in_executor(self.publish_thread, self.leadership.still_held):
+                        logger.warning("leadership lost (the lock's database session ended); standing down")
+                        await _quietly(producer.stop())
+                        producer = None
+                        metrics.LEADER.set(0)
+                        continue
                 sent = await self._publish_once(producer)
                 if self.ws.auto_tick and time.monotonic() >= next_tick_check:
                     next_tick_check = time.monotonic() + 30

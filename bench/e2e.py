@@ -154,7 +154,7 @@ def throughput(args: argparse.Namespace) -> dict:
         "workers": args.workers, "messages": total, "consumed_in_window": consumed,
         "seconds": round(seconds, 2), "messages_per_second": round(consumed / seconds),
         "produce_messages_per_second": round(total / produce_seconds),
-        "log_events": log_end, "publisher_lag_seconds_after_zero_lag": round(publisher_done, 2),
+        "log_position": log_end, "publisher_lag_seconds_after_zero_lag": round(publisher_done, 2),
         "batches": int(sum(b[2] for b in batch)),
         "batch_seconds_total": round(batch_time, 2),
         "insert_commit_seconds_total": round(store_time, 2),
