@@ -17,7 +17,6 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from accrual.kafka import Names, create_topics
-from accrual.status import kafka_lag
 from accrual.streams import load_streams
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,29 +59,57 @@ def read_lines(*paths: Path) -> list[bytes]:
     return lines
 
 
+class _Clients:
+    """One producer, admin client and consumer per broker, on one event
+    loop kept for the test process: starting clients costs more than the
+    calls the tests make (a lag check every 200 ms)."""
+
+    def __init__(self, bootstrap: str):
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        self.loop = asyncio.new_event_loop()
+
+        async def start() -> None:  # aiokafka clients are made inside their loop
+            self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=10,
+                                             max_batch_size=256 * 1024)
+            self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+            self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+            for client in (self.producer, self.admin, self.consumer):
+                await client.start()
+
+        self.run(start())
+
+    def run(self, coroutine: Any) -> Any:
+        return self.loop.run_until_complete(coroutine)
+
+
+_clients: dict[str, _Clients] = {}
+
+
+def clients(bootstrap: str) -> _Clients:
+    if bootstrap not in _clients:
+        _clients[bootstrap] = _Clients(bootstrap)
+    return _clients[bootstrap]
+
+
 def produce(bootstrap: str, prefix: str, lines: list[bytes]) -> list[bytes]:
     """Produces each routable line to its topic (key: msisdn or MGTS
     account, as producers do); returns the lines produced."""
-    return asyncio.run(_produce(bootstrap, prefix, lines))
+    kafka = clients(bootstrap)
 
-
-async def _produce(bootstrap: str, prefix: str, lines: list[bytes]) -> list[bytes]:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=10,
-                                max_batch_size=256 * 1024)
-    await producer.start()
-    sent = []
-    try:
+    async def run() -> list[bytes]:
+        sent = []
         for raw in lines:
             route = routable(raw)
             if route is None:
                 continue
             topic, key = route
-            await producer.send(prefix + topic, raw, key=key)
+            await kafka.producer.send(prefix + topic, raw, key=key)
             sent.append(raw)
-        await producer.flush()
-    finally:
-        await producer.stop()
-    return sent
+        await kafka.producer.flush()
+        return sent
+
+    return kafka.run(run())
 
 
 def produce_raw(bootstrap: str, prefix: str, records: list[tuple[str, bytes | None, bytes | None]]) -> None:
@@ -100,8 +127,18 @@ def produce_raw(bootstrap: str, prefix: str, records: list[tuple[str, bytes | No
 
 
 def total_lag(bootstrap: str, names: Names) -> tuple[int, int]:
-    rows = asyncio.run(kafka_lag(bootstrap, names))
-    return sum(r["lag"] for r in rows), sum(r["end"] for r in rows)
+    """(lag, end): messages of the inbound topics not yet committed by the
+    group, and all messages of those topics."""
+    kafka = clients(bootstrap)
+    tps = [TopicPartition(names.topic(t.topic), p) for t in names.streams.inbound for p in range(t.partitions)]
+
+    async def run() -> tuple[int, int]:
+        committed = await kafka.admin.list_consumer_group_offsets(names.group, partitions=tps)
+        ends = await kafka.consumer.end_offsets(tps)
+        done = {tp: (m.offset if m is not None and m.offset >= 0 else 0) for tp, m in committed.items()}
+        return sum(max(ends[tp] - done.get(tp, 0), 0) for tp in tps), sum(ends.values())
+
+    return kafka.run(run())
 
 
 def wait_for_lag_zero(bootstrap: str, names: Names, timeout: float = 120, workers: list | None = None) -> None:
