@@ -146,3 +146,19 @@ def test_concurrent_debits_never_take_the_balance_below_zero(database_url):
     assert outcomes.count(None) == callers - 10
     with Runtime(settings_for(database_url)) as runtime:
         assert Programme(runtime).balance(ANNA) == 0
+
+
+def test_a_tick_whose_cached_account_was_spent_from_elsewhere_runs_again_on_the_stored_state(database_url):
+    # given the worker (first) has Anna's account cached, and the personal account (second) spends from it
+    with Runtime(settings_for(database_url)) as first, Runtime(settings_for(database_url)) as second:
+        worker = Programme(first)
+        worker.enroll(ANNA, "2026-01-01 00:00")
+        worker.ballyplus(ANNA, 10, "2026-01-10 10:00")
+        worker.ballyplus(ANNA, 20, "2026-03-05 10:00")
+        second.app.debit(ANNA, 4, purpose="pos", idempotency_key="d", reference={}, at=at("2026-04-01T10:00"))
+        # when the worker ticks past the first lot's expiry with its stale copy
+        report = worker.tick("2027-01-10")
+        # then the conflict is retried on the stored account: the 6 points left of that lot expire
+        assert report.expired_points == 6
+        assert worker.balance(ANNA) == 20
+        assert first.audit() == []
