@@ -162,3 +162,34 @@ def test_a_tick_whose_cached_account_was_spent_from_elsewhere_runs_again_on_the_
         assert report.expired_points == 6
         assert worker.balance(ANNA) == 20
         assert first.audit() == []
+
+
+def test_the_command_line_shows_spending_in_history_and_the_tick(sqlite_url, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from accrual import cli as cli_module
+    from accrual.cli import app as cli
+
+    monkeypatch.setattr(cli_module.out, "width", 200)
+
+    with Runtime(settings_for(sqlite_url)) as runtime:
+        p, app = Programme(runtime), runtime.app
+        p.enroll(ANNA, "2026-01-01 00:00")
+        p.enroll(BORIS, "2026-01-01 00:00")
+        p.ballyplus(ANNA, 50, "2026-03-05 10:00")
+        app.debit(ANNA, 5, purpose="order", idempotency_key="o", reference={"item_id": "sku-17", "title": "Mug"},
+                  at=at("2026-04-01T10:00"))
+        app.debit(ANNA, 4, purpose="pos", idempotency_key="p", reference={"store_id": "S-042", "receipt": "R-9"},
+                  at=at("2026-04-01T11:00"))
+        app.offer_transfer(ANNA, BORIS, 7, idempotency_key="t", at=at("2026-04-03T10:00"))
+    env = {"ACCRUAL_DATABASE_URL": sqlite_url}
+    runner = CliRunner()
+    tick = runner.invoke(cli, ["tick", "--as-of", "2026-04-05", "--json"], env=env)
+    assert json.loads(tick.output)["returned_transfers"] == 1
+    shown = runner.invoke(cli, ["history", ANNA], env=env).output
+    for text in ("redeemed", "order sku-17 Mug", "store S-042 receipt R-9", "transfer_out", f"to {BORIS}",
+                 "transfer_returned", "timed_out"):
+        assert text in shown
+    assert runner.invoke(cli, ["audit"], env=env).exit_code == 0
