@@ -51,8 +51,10 @@ STATE_TABLES = (
 
 # How each member-account event changes the balance (the same arithmetic as
 # the aggregate's; the read models and this follower derive it from events).
-_CREDITS = {"PointsAccrued"}
-_DEBITS = {"PointsClawedBack", "PointsExpired"}
+# `points` of a restore, a return or an incoming transfer is what was
+# credited (lapsed portions are listed apart).
+_CREDITS = {"PointsAccrued", "PointsRestored", "TransferReturned"}
+_DEBITS = {"PointsClawedBack", "PointsExpired", "PointsRedeemed"}
 _EVENT_TYPE = {"Opened": "AccountOpened"}
 
 
@@ -62,8 +64,15 @@ def balance_change(event: Any) -> int:
         return int(event.points)
     if name in _DEBITS:
         return -int(event.points)
-    delta = getattr(event, "balance_change", None)  # events that say it themselves
-    return int(delta) if isinstance(delta, int) else 0
+    if name == "PointsTransferred":
+        return int(event.points) if event.direction == "in" else -int(event.points)
+    return 0
+
+
+def _reason(event: Any) -> str | None:
+    """The reason a points event gives: its own, else what the debit was
+    for (order, pos) or the side of a transfer (in, out)."""
+    return getattr(event, "reason", None) or getattr(event, "purpose", None) or getattr(event, "direction", None)
 
 
 @dataclass(frozen=True)
@@ -184,8 +193,9 @@ class Publisher:
             event_type=_EVENT_TYPE.get(name, name),
             points=delta,
             rule=getattr(e, "rule", None),
-            reason=getattr(e, "reason", None),
-            source_event_id=getattr(e, "source_event_id", None),
+            reason=_reason(e),
+            source_event_id=(getattr(e, "source_event_id", None) or getattr(e, "debit_id", None)
+                             or getattr(e, "transfer_id", None)),
             occurred_at=e.timestamp,
             lot_date=getattr(e, "lot_date", None),
             expires_on=getattr(e, "expires_on", None),

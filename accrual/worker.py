@@ -58,6 +58,16 @@ TICK_TABLE = "CREATE TABLE IF NOT EXISTS worker_ticks (name TEXT PRIMARY KEY, as
 # commit: a crash in between leaves them short by that batch.
 COUNTS_TABLE = "CREATE TABLE IF NOT EXISTS worker_counts (outcome TEXT PRIMARY KEY, messages BIGINT NOT NULL)"
 _MAX_CATCH_UP_DAYS = 62
+_STORE_ATTEMPTS = 6
+
+
+def _is_store_error(error: BaseException) -> bool:
+    import sqlite3
+
+    from eventsourcing.persistence import PersistenceError
+
+    return isinstance(error, (PersistenceError, sqlite3.OperationalError)) or type(error).__module__.startswith(
+        "psycopg")
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -160,7 +170,9 @@ class Worker:
             inbound_from_record(self._contract_topic[tp.topic], tp.partition, r.offset, r.key, r.value, received_at)
             for tp, rs in records.items() for r in rs
         ]
-        report = await asyncio.get_running_loop().run_in_executor(self.apply_thread, self._process, inbound)
+        report = await self._process_with_retries(inbound)
+        if report is None:
+            return  # stopping: nothing committed, the batch is redelivered to the next owner
         offsets = {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in records.items()}
         try:
             await consumer.commit(offsets)
@@ -172,6 +184,27 @@ class Worker:
         self.batches += 1
         self.report.add(report)
         self._observe(report, len(inbound), time.perf_counter() - started, consumer, records)
+
+    async def _process_with_retries(self, inbound: list) -> Report | None:
+        """A store error (the database restarting, a network blip) is retried
+        with backoff on the same batch; nothing of a failed attempt was saved.
+        After the last attempt the error ends the worker (exit 3), and its
+        supervisor restarts it: the batch is redelivered."""
+        loop = asyncio.get_running_loop()
+        for attempt in range(1, _STORE_ATTEMPTS + 1):
+            try:
+                return await loop.run_in_executor(self.apply_thread, self._process, inbound)
+            except Exception as error:
+                if attempt == _STORE_ATTEMPTS or not _is_store_error(error):
+                    raise
+                delay = min(0.5 * 2 ** attempt, 15)
+                logger.warning("store error; the batch will be applied again", extra={"fields": {
+                    "error": f"{type(error).__name__}: {error}", "attempt": attempt, "retry_in_s": delay}})
+                self.runtime.app._forget_cached_aggregates()
+                await _sleep(self.stopping, delay)
+                if self.stopping.is_set():
+                    return None
+        return None
 
     def _process(self, inbound: list) -> Report:
         if self.forget_cache:

@@ -9,6 +9,7 @@ import json
 import random
 import time
 import urllib.request
+from datetime import datetime, timezone
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -176,6 +177,53 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_the_stream_goes_on(
         # the good usage charge after all of them was applied (the stream went on)
         history = json.loads(cli(postgres_url, "history", msisdn, "--json"))
         assert any(line.get("source_event_id") == "e-good" for line in history)
+    finally:
+        worker.kill()
+
+
+def test_spending_beside_the_worker_is_published_with_the_right_balances(
+    postgres_url, kafka_bootstrap, kafka_prefix, tmp_path
+):
+    """The personal account writes the same accounts as the worker (another
+    process); the publisher carries debits, cancels and transfers with the
+    balance after each."""
+    names = names_for(kafka_prefix)
+    alice, bob = "79990000011", "79990000012"
+
+    def event(event_id, type_, msisdn, **fields) -> tuple[str, bytes, bytes]:
+        topic = "loyalty.members.v1" if type_ == "member_enrolled" else "partner.ballyplus.v1"
+        body = {"event_id": event_id, "type": type_, "occurred_at": "2025-03-01T10:00:00+03:00", "msisdn": msisdn,
+                **fields}
+        return topic, msisdn.encode(), json.dumps(body).encode()
+
+    produce_raw(kafka_bootstrap, kafka_prefix, [
+        event("enr-a", "member_enrolled", alice, channel="web"),
+        event("enr-b", "member_enrolled", bob, channel="sms"),
+        event("bp-a", "ballyplus_transfer", alice, partner_points=500),
+    ])
+    worker = WorkerProcess(worker_env(postgres_url, kafka_bootstrap, kafka_prefix), tmp_path / "worker.log").start()
+    try:
+        wait_for_lag_zero(kafka_bootstrap, names, workers=[worker])
+        start = json.loads(cli(postgres_url, "balances", "--json"))[alice]
+        at = datetime(2025, 3, 2, 12, 0, tzinfo=timezone.utc)
+        with runtime_for(postgres_url) as runtime:
+            app_ = runtime.app
+            order = app_.debit(alice, 100, purpose="order", idempotency_key="o-1", reference={"item_id": "x"}, at=at)
+            pos = app_.debit(alice, 50, purpose="pos", idempotency_key="p-1", reference={"store_id": "s"}, at=at)
+            app_.cancel_debit(alice, pos.debit_id, at=at)
+            offered = app_.offer_transfer(alice, bob, 30, idempotency_key="t-1", at=at)
+            app_.accept_transfer(offered.transfer_id, bob, at=at)
+            declined = app_.offer_transfer(alice, bob, 20, idempotency_key="t-2", at=at)
+            app_.decline_transfer(declined.transfer_id, bob, at=at)
+            assert order.balance_after == start - 100
+        produce_raw(kafka_bootstrap, kafka_prefix, [event("bp-a2", "ballyplus_transfer", alice, partner_points=10)])
+        wait_for_lag_zero(kafka_bootstrap, names, workers=[worker])
+        balances = json.loads(cli(postgres_url, "balances", "--json"))
+        published = check_outbound(kafka_bootstrap, kafka_prefix, postgres_url)
+        assert published[alice] == balances[alice] and published[bob] == balances[bob] == 30
+        types = Counter(json.loads(r.value)["event_type"] for r in read_topic(kafka_bootstrap, names.points_events))
+        assert types["PointsRedeemed"] == 2 and types["PointsRestored"] == 1
+        assert types["PointsTransferred"] == 3 and types["TransferReturned"] == 1
     finally:
         worker.kill()
 
