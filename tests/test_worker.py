@@ -228,6 +228,45 @@ def test_spending_beside_the_worker_is_published_with_the_right_balances(
         worker.kill()
 
 
+def test_the_leader_runs_the_daily_tick_by_itself(postgres_url, kafka_bootstrap, kafka_prefix, tmp_path):
+    """Points earned more than twelve months before today expire without
+    anyone running `accrual tick`: the leader closes today after 00:00
+    Moscow time (ACCRUAL_TICK_AFTER=0: right after midnight)."""
+    from engine.calendar import MOSCOW
+
+    names = names_for(kafka_prefix)
+    msisdn = "79990000021"
+    records = [
+        ("loyalty.members.v1", msisdn.encode(), json.dumps({
+            "event_id": "enr", "type": "member_enrolled", "occurred_at": "2024-01-10T10:00:00+03:00",
+            "msisdn": msisdn, "channel": "web"}).encode()),
+        ("partner.ballyplus.v1", msisdn.encode(), json.dumps({
+            "event_id": "bp", "type": "ballyplus_transfer", "occurred_at": "2024-01-11T10:00:00+03:00",
+            "msisdn": msisdn, "partner_points": 300}).encode()),
+    ]
+    produce_raw(kafka_bootstrap, kafka_prefix, records)
+    env = worker_env(postgres_url, kafka_bootstrap, kafka_prefix, ACCRUAL_AUTO_TICK="on", ACCRUAL_TICK_AFTER="0")
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    try:
+        wait_for_lag_zero(kafka_bootstrap, names, workers=[worker])
+        deadline = time.monotonic() + 60
+        while True:
+            with runtime_for(postgres_url) as runtime:
+                rows = runtime.db.query("SELECT as_of FROM worker_ticks WHERE name = 'daily'")
+                runtime.projector.catch_up()
+                balance = runtime.reads.member(msisdn)["balance"]
+            if rows and balance == 0:
+                break
+            assert time.monotonic() < deadline, f"no tick after 60 s: {rows}, balance {balance}"
+            time.sleep(0.5)
+        assert rows[0][0] == datetime.now(MOSCOW).date().isoformat()
+        history = json.loads(cli(postgres_url, "history", msisdn, "--json"))
+        assert [line["points"] for line in history if line["kind"] == "expired"] == [-300]
+        assert '"daily tick"' in (tmp_path / "worker.log").read_text()
+    finally:
+        worker.kill()
+
+
 def test_status_metrics_and_a_clean_stop_on_sigterm(postgres_url, kafka_bootstrap, kafka_prefix, tmp_path):
     import socket
 
