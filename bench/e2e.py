@@ -3,6 +3,7 @@ inbox, read models) → offsets committed.
 
     python -m bench.e2e throughput --events 100000 --workers 1
     python -m bench.e2e latency --rate 2000 --seconds 30
+    python -m bench.e2e profile --events 30000 --out worker.prof
 
 Needs the services of `dev/services up` (it starts them if they are not
 running) and makes a fresh database and a fresh topic prefix per run.
@@ -211,6 +212,33 @@ async def _paced(bootstrap: str, prefix: str, lines: list[bytes], rate: int) -> 
     return sent, time.perf_counter() - started
 
 
+def profile(args: argparse.Namespace) -> dict:
+    """One worker under cProfile over a pre-produced workload; stopped with
+    SIGTERM at zero lag (a clean stop writes the profile)."""
+    import pstats
+    import signal as signals
+
+    bootstrap, url, prefix, names, work = setup(args.events, args.seed)
+    produce(bootstrap, prefix, read_lines(work / "w.jsonl"))
+    out = Path(args.out).resolve()
+    env = worker_env(url, bootstrap, prefix)
+    log = open(work / "w.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "cProfile", "-o", str(out), "-m", "accrual.cli", "worker"],
+                            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    started = time.perf_counter()
+    while total_lag(bootstrap, names)[0]:
+        if proc.poll() is not None:
+            raise SystemExit(f"the worker exited with {proc.returncode}; see {work / 'w.log'}")
+        time.sleep(0.5)
+    seconds = time.perf_counter() - started
+    proc.send_signal(signals.SIGTERM)
+    proc.wait(120)
+    stats = pstats.Stats(str(out))
+    stats.sort_stats("cumulative").print_stats(40)
+    return {"bench": "e2e-profile", "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+            "messages": args.events, "seconds_to_zero_lag_under_cprofile": round(seconds, 1), "profile": str(out)}
+
+
 def _log_end(url: str) -> int:
     import psycopg
 
@@ -236,8 +264,12 @@ def main() -> None:
     lat.add_argument("--rate", type=int, default=2000)
     lat.add_argument("--seconds", type=int, default=30)
     lat.add_argument("--seed", type=int, default=1)
+    prof = sub.add_parser("profile")
+    prof.add_argument("--events", type=int, default=30_000)
+    prof.add_argument("--seed", type=int, default=1)
+    prof.add_argument("--out", default="worker.prof")
     args = parser.parse_args()
-    result = throughput(args) if args.bench == "throughput" else latency(args)
+    result = {"throughput": throughput, "latency": latency, "profile": profile}[args.bench](args)
     print(json.dumps(result, indent=2))
     results = ROOT / "bench" / "results"
     results.mkdir(exist_ok=True)

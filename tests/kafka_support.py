@@ -5,6 +5,7 @@ and reading the outbound topics back."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
 import signal
@@ -88,8 +89,21 @@ _clients: dict[str, _Clients] = {}
 
 def clients(bootstrap: str) -> _Clients:
     if bootstrap not in _clients:
+        if not _clients:
+            atexit.register(_close_clients)
         _clients[bootstrap] = _Clients(bootstrap)
     return _clients[bootstrap]
+
+
+def _close_clients() -> None:
+    for kafka in _clients.values():
+        for client in (kafka.producer, kafka.admin, kafka.consumer):
+            try:
+                kafka.run(client.stop() if hasattr(client, "stop") else client.close())
+            except Exception:
+                pass
+        kafka.loop.close()
+    _clients.clear()
 
 
 def produce(bootstrap: str, prefix: str, lines: list[bytes]) -> list[bytes]:
