@@ -2,7 +2,9 @@
 
 It holds the member's lots (rule 7), the monthly usage figure (rule 2), the
 monthly card spend and what each card month earned (rule 5), events held
-until enrollment (rule 1) and what clawbacks could not collect (rule 8).
+until enrollment (rule 1), what clawbacks could not collect (rule 8), and the
+member's debits (rule 10: catalogue orders, shop discounts), so that a debit
+can be cancelled back into the lots it came from.
 
 Commands compute what happens with the pure helpers (`lots`, `rules`,
 `calendar`) and then trigger one event that records only the result; the
@@ -20,12 +22,15 @@ from eventsourcing.domain import Aggregate
 
 from engine import lots as lotbook
 from engine.calendar import add_months, midnight, month_of, moscow_date, settlement_date, shift_month
-from engine.errors import AlreadyEnrolledError
+from engine.errors import AlreadyEnrolledError, InsufficientPointsError, NotEnrolledError
 from engine.ids import member_id
 from engine.rules import RuleSet, points_for
 
 USAGE, SHOP, MGTS, CARD, BALLYPLUS = "usage", "shop", "mgts", "card", "ballyplus"
 BEFORE_ENROLLMENT = "before_enrollment"
+TRANSFER = "transfer"  # the rule of a lot received from another member
+DEBITED, CANCELLED = "debited", "cancelled"
+OUT, IN = "out", "in"  # the two sides of a member-to-member transfer
 
 _NET, _SETTLED = 0, 1  # positions in a card month: [net spend, points settled or None]
 
@@ -45,6 +50,7 @@ class MemberAccount(Aggregate):
         self.uncollected = 0
         self.usage_months: dict[str, Decimal] = {}
         self.card_months: dict[str, list] = {}
+        self.debits: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def open(cls, msisdn: str, at: datetime) -> MemberAccount:
@@ -342,7 +348,198 @@ class MemberAccount(Aggregate):
             account._debit(self.allocations, self.points)
 
     def _debit(self, allocations: list, points: int) -> None:
-        assert sum(taken for _, taken in allocations) == points
+        assert sum(allocation[1] for allocation in allocations) == points
         self.lots = lotbook.take(self.lots, allocations)
         self.balance -= points
         assert self.balance >= 0, "the balance is never negative"
+
+    def _restore(self, portions: list, points: int) -> None:
+        assert sum(portion[1] for portion in portions) == points
+        self.lots = lotbook.restore(self.lots, portions)
+        self.balance += points
+
+    # -- rule 10: spending ------------------------------------------------------
+
+    def check_enrolled(self) -> None:
+        if not self.is_enrolled:
+            raise NotEnrolledError(f"{self.msisdn} is not an enrolled member")
+
+    def check_covers(self, points: int) -> None:
+        """Spending never takes the balance below zero."""
+        if points > self.balance:
+            raise InsufficientPointsError(
+                f"{self.msisdn} has {self.balance} points; {points} cannot be spent"
+            )
+
+    def _debit_records(self) -> dict[str, dict[str, Any]]:
+        return self.__dict__.setdefault("debits", {})  # snapshots from before rule 10 have none
+
+    def debit(self, debit_id: str) -> dict[str, Any] | None:
+        return self._debit_records().get(debit_id)
+
+    def redeem(
+        self, debit_id: str, points: int, purpose: str, reference: dict, idempotency_key: str, at: datetime
+    ) -> None:
+        """A catalogue order or a shop discount: takes `points`, first-to-expire
+        lots first, and remembers which lots, for a cancellation."""
+        assert points > 0 and self.debit(debit_id) is None
+        self.check_enrolled()
+        self.check_covers(points)
+        self.trigger_event(
+            self.PointsRedeemed,
+            debit_id=debit_id,
+            points=points,
+            purpose=purpose,
+            reference=reference,
+            idempotency_key=idempotency_key,
+            allocations=lotbook.portions(self.lots, lotbook.allocate(self.lots, points)),
+            timestamp=at,
+        )
+
+    class PointsRedeemed(Aggregate.Event):
+        debit_id: str
+        points: int
+        purpose: str
+        reference: dict
+        idempotency_key: str
+        allocations: list  # portions: [lot_id, points, lot_date, expires_on]
+
+        def apply(self, account: MemberAccount) -> None:
+            account._debit(self.allocations, self.points)
+            account._debit_records()[self.debit_id] = {
+                "purpose": self.purpose,
+                "points": self.points,
+                "reference": self.reference,
+                "allocations": self.allocations,
+                "status": DEBITED,
+                "balance_after": account.balance,
+                "created_at": self.timestamp.isoformat(),
+            }
+
+    def cancel(self, debit_id: str, at: datetime) -> None:
+        """Gives a debit's points back to the lots they came from, with their
+        expiry dates. Points of a lot whose expiry has passed by `at` are not
+        given back: they would have expired in the balance (`lapsed`)."""
+        debit = self.debit(debit_id)
+        assert debit is not None and debit["status"] == DEBITED
+        valid, lapsed = lotbook.split_lapsed(debit["allocations"], moscow_date(at).isoformat())
+        self.trigger_event(
+            self.PointsRestored,
+            debit_id=debit_id,
+            points=sum(portion[1] for portion in valid),
+            purpose=debit["purpose"],
+            reference=debit["reference"],
+            allocations=valid,
+            lapsed=lapsed,
+            timestamp=at,
+        )
+
+    class PointsRestored(Aggregate.Event):
+        debit_id: str
+        points: int
+        purpose: str
+        reference: dict
+        allocations: list
+        lapsed: list
+
+        def apply(self, account: MemberAccount) -> None:
+            account._restore(self.allocations, self.points)
+            debit = account._debit_records()[self.debit_id]
+            debit["status"] = CANCELLED
+            debit["balance_after"] = account.balance
+
+    def send_transfer(self, transfer_id: str, recipient: str, points: int, at: datetime) -> list:
+        """Holds `points` for a transfer offered to `recipient`: they leave the
+        balance now, first-to-expire lots first. Returns the portions taken."""
+        assert points > 0
+        self.check_enrolled()
+        self.check_covers(points)
+        portions = lotbook.portions(self.lots, lotbook.allocate(self.lots, points))
+        self.trigger_event(
+            self.PointsTransferred,
+            direction=OUT,
+            transfer_id=transfer_id,
+            counterpart=recipient,
+            points=points,
+            status="held",
+            allocations=portions,
+            lapsed=[],
+            timestamp=at,
+        )
+        return portions
+
+    def receive_transfer(self, transfer_id: str, sender: str, portions: list, at: datetime) -> int:
+        """An accepted transfer: one new lot per sender lot, each with the
+        sender lot's dates (so its expiry). Portions whose expiry passed while
+        the transfer was pending are not credited. Returns the points credited."""
+        self.check_enrolled()
+        valid, lapsed = lotbook.split_lapsed(portions, moscow_date(at).isoformat())
+        received = [
+            [self.next_lot_id + n, points, lot_date, expires_on]
+            for n, (_, points, lot_date, expires_on) in enumerate(valid)
+        ]
+        points = sum(portion[1] for portion in received)
+        self.trigger_event(
+            self.PointsTransferred,
+            direction=IN,
+            transfer_id=transfer_id,
+            counterpart=sender,
+            points=points,
+            status="accepted",
+            allocations=received,
+            lapsed=lapsed,
+            timestamp=at,
+        )
+        return points
+
+    class PointsTransferred(Aggregate.Event):
+        """Both sides of a transfer: `out` holds the sender's points (from the
+        lots in `allocations`); `in` credits the recipient with new lots
+        (`allocations` names the new lot ids, with the sender lots' dates)."""
+
+        direction: str
+        transfer_id: str
+        counterpart: str
+        points: int
+        status: str
+        allocations: list
+        lapsed: list
+
+        def apply(self, account: MemberAccount) -> None:
+            if self.direction == OUT:
+                account._debit(self.allocations, self.points)
+                return
+            for lot_id, points, lot_date, expires_on in self.allocations:
+                account.lots.append([lot_id, lot_date, expires_on, points])
+                account.next_lot_id = lot_id + 1
+            account.balance += self.points
+
+    def take_back_transfer(
+        self, transfer_id: str, recipient: str, portions: list, reason: str, at: datetime
+    ) -> int:
+        """A transfer declined or timed out: the held points go back to the
+        sender's same lots, except those whose expiry has passed meanwhile."""
+        valid, lapsed = lotbook.split_lapsed(portions, moscow_date(at).isoformat())
+        points = sum(portion[1] for portion in valid)
+        self.trigger_event(
+            self.TransferReturned,
+            transfer_id=transfer_id,
+            counterpart=recipient,
+            points=points,
+            reason=reason,
+            allocations=valid,
+            lapsed=lapsed,
+            timestamp=at,
+        )
+        return points
+
+    class TransferReturned(Aggregate.Event):
+        transfer_id: str
+        counterpart: str
+        points: int
+        reason: str  # "declined" | "timed_out"
+        allocations: list
+        lapsed: list
+
+        def apply(self, account: MemberAccount) -> None:
+            account._restore(self.allocations, self.points)

@@ -24,12 +24,19 @@ from eventsourcing.persistence import IntegrityError, JSONTranscoder, Persistenc
 
 from engine.account import MemberAccount
 from engine.calendar import midnight, settlement_date
-from engine.errors import DuplicateReceiptError, RuleRefusal, UnknownReceiptError
+from engine.errors import (
+    ConcurrentWriterError,
+    DuplicateReceiptError,
+    InvalidChannelError,
+    RuleRefusal,
+    UnknownReceiptError,
+)
 from engine.ids import member_id, mgts_account_id, receipt_id
 from engine.mgts import MgtsAccount
 from engine.receipt import Receipt
 from engine.rejection import Rejection
 from engine.rules import RuleSet, load_rules
+from engine.spending import ENROLLMENTS_TOPIC, LATEST, Debit, SpendingCommands, Transfer, fingerprint
 from schemas import INBOUND_ADAPTER
 
 logger = logging.getLogger(__name__)
@@ -39,11 +46,10 @@ CONFLICTING_DUPLICATE = "conflicting_duplicate"
 INTERNAL_ERROR = "internal_error"
 _CONFLICT_RETRIES = 5
 _EXAMPLES_MAX = 20
-_LATEST = 2**62  # "up to any version": reads past the cache
+_LATEST = LATEST
+_CHANNELS = ("web", "sms", "shop", "auto")  # EVENTS.md, member_enrolled
 
-
-class ConcurrentWriterError(RuntimeError):
-    """Another process keeps saving the same accounts; run one writer per store."""
+__all__ = ["AccrualApplication", "ConcurrentWriterError", "Debit", "Inbound", "Report", "Transfer"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,7 @@ class Report:
     released: int = 0
     settled: int = 0
     expired_points: int = 0
+    returned_transfers: int = 0
     examples: list = field(default_factory=list)  # the first rejections: (offset or line, topic, reason, detail)
 
     def count(self, outcome: str, reason: str | None = None) -> None:
@@ -91,6 +98,7 @@ class Report:
         self.released += other.released
         self.settled += other.settled
         self.expired_points += other.expired_points
+        self.returned_transfers += other.returned_transfers
         self.examples.extend(other.examples[: max(0, _EXAMPLES_MAX - len(self.examples))])
 
 
@@ -111,6 +119,7 @@ class TickAgenda(Protocol):
     def card_months_due(self, as_of: date) -> list[tuple[str, str]]: ...
     def mgts_periods_due(self, as_of: date) -> list[tuple[str, str]]: ...
     def members_with_expiring_lots(self, as_of: date) -> list[str]: ...
+    def transfers_due(self, as_of: date) -> list[str]: ...
 
 
 class DateAsISO(Transcoding):
@@ -124,7 +133,7 @@ class DateAsISO(Transcoding):
         return date.fromisoformat(data)
 
 
-class AccrualApplication(Application):
+class AccrualApplication(SpendingCommands, Application):
     name = "accrual"
     env = {
         "AGGREGATE_CACHE_MAXSIZE": "20000",
@@ -224,8 +233,10 @@ class AccrualApplication(Application):
 
     def tick(self, as_of: date, agenda: TickAgenda, chunk_size: int = 500) -> Report:
         """Settles MGTS periods and card months due at 00:00 Moscow of
-        `as_of`, then expires lots, in that order. The same tick twice
-        changes nothing."""
+        `as_of`, returns transfers whose acceptance window ran out by then
+        to their senders, then expires lots, in that order (so points that
+        come back expire in the same tick if their lots have). The same tick
+        twice changes nothing."""
         report = Report()
         agenda.refresh()
         at = midnight(as_of)
@@ -233,6 +244,8 @@ class AccrualApplication(Application):
             report.add(self._settle_mgts(chunk, at))
         for chunk in _chunks(agenda.card_months_due(as_of), chunk_size):
             report.add(self._settle_cards(chunk, at))
+        for transfer_id in agenda.transfers_due(as_of):
+            report.returned_transfers += self.return_lapsed_transfer(transfer_id, at)
         agenda.refresh()
         for chunk in _chunks(agenda.members_with_expiring_lots(as_of), chunk_size):
             report.add(self._expire(chunk, as_of))
@@ -278,6 +291,29 @@ class AccrualApplication(Application):
         batch.commit()
         return batch.report
 
+    # -- the personal account's enrollment ------------------------------------------
+
+    def enroll_member(self, msisdn: str, channel: str, at: datetime) -> str:
+        """Enrolls a member from the personal account (or a shop): the same as
+        a `member_enrolled` message at `at`, held events released. An
+        enrolled member is answered "duplicate" and nothing changes."""
+        if channel not in _CHANNELS:
+            raise InvalidChannelError(f"channel is one of {', '.join(_CHANNELS)}, not {channel!r}")
+        assert at.tzinfo is not None, "moments are always time-zone aware"
+        return self._retrying(lambda: self._enroll_member(msisdn, channel, at))
+
+    def _enroll_member(self, msisdn: str, channel: str, at: datetime) -> str:
+        batch = _Batch(self, fresh=True)
+        account = batch.get(member_id(msisdn)) or batch.add(MemberAccount.open(msisdn, at))
+        if account.is_enrolled:
+            return DUPLICATE
+        for item in account.enroll(f"{ENROLLMENTS_TOPIC}:{msisdn}", at, channel):
+            batch._release(account, item)
+        request = fingerprint({"msisdn": msisdn, "channel": channel, "at": at.isoformat()})
+        batch.inbox.append((ENROLLMENTS_TOPIC, msisdn, request, APPLIED))
+        batch.commit()
+        return APPLIED
+
     # -- reads for the command line and the personal account ------------------------
 
     def member(self, msisdn: str) -> MemberAccount | None:
@@ -294,8 +330,9 @@ class _Batch:
     """A unit of work: the aggregates a batch touched, its inbox rows and its
     report, saved together by `commit`."""
 
-    def __init__(self, app: AccrualApplication):
+    def __init__(self, app: AccrualApplication, fresh: bool = False):
         self.app = app
+        self.fresh = fresh  # read aggregates from the store, not the cache (commands of other processes)
         self.rules = app.rules
         self.touched: dict[UUID, Any] = {}
         self.inbox: list[tuple[str, str, str, str]] = []
@@ -331,7 +368,10 @@ class _Batch:
             if aggregate_id in self.absent:
                 return None
             try:
-                aggregate = self.app.repository.get(aggregate_id)
+                if self.fresh:
+                    aggregate = self.app.repository.get(aggregate_id, version=_LATEST)
+                else:
+                    aggregate = self.app.repository.get(aggregate_id)
             except AggregateNotFoundError:
                 return None
             self.touched[aggregate_id] = aggregate

@@ -35,3 +35,72 @@ class DuplicateReceiptError(RuleRefusal):
 
 class InsufficientPointsError(RuleRefusal):
     reason = "insufficient_points"
+
+
+class ConcurrentWriterError(RuntimeError):
+    """Another process keeps saving the same accounts; run one writer per store."""
+
+
+# -- rule 10: spending points -------------------------------------------------
+
+
+class InvalidAmountError(RuleRefusal):
+    reason = "invalid_points"
+
+
+class InvalidPurposeError(RuleRefusal):
+    reason = "invalid_purpose"
+
+
+class InvalidChannelError(RuleRefusal):
+    reason = "invalid_channel"
+
+
+class NotEnrolledError(RuleRefusal):
+    reason = "not_enrolled"
+
+
+class IdempotencyConflictError(RuleRefusal):
+    """The idempotency key was used before for another request."""
+
+    reason = "idempotency_conflict"
+
+
+class UnknownDebitError(RuleRefusal):
+    reason = "unknown_debit"
+
+
+class RecipientNotEnrolledError(RuleRefusal):
+    reason = "recipient_not_enrolled"
+
+
+class SelfTransferError(RuleRefusal):
+    reason = "self_transfer"
+
+
+class UnknownTransferError(RuleRefusal):
+    """No such transfer, or not one of this member's (the same refusal, so
+    that the transfers of others do not leak)."""
+
+    reason = "unknown_transfer"
+
+
+class TransferSettledError(RuleRefusal):
+    reason = "transfer_settled"
+
+
+class TransferExpiredError(RuleRefusal):
+    reason = "transfer_expired"
+
+
+# The names the personal-account API was specified with.
+InsufficientPoints = InsufficientPointsError
+InvalidAmount = InvalidAmountError
+NotEnrolled = NotEnrolledError
+IdempotencyConflict = IdempotencyConflictError
+UnknownDebit = UnknownDebitError
+RecipientNotEnrolled = RecipientNotEnrolledError
+SelfTransfer = SelfTransferError
+UnknownTransfer = UnknownTransferError
+TransferSettled = TransferSettledError
+TransferExpired = TransferExpiredError

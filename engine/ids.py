@@ -26,3 +26,12 @@ def mgts_account_id(mgts_account: str) -> UUID:
 
 def rejection_id(topic: str, message_key: str) -> UUID:
     return uuid5(NAMESPACE, f"rejection:{topic}:{message_key}")
+
+
+def debit_id(purpose: str, idempotency_key: str) -> UUID:
+    """A debit (rule 10) by its purpose and the caller's idempotency key."""
+    return uuid5(NAMESPACE, f"debit:{purpose}:{idempotency_key}")
+
+
+def transfer_id(idempotency_key: str) -> UUID:
+    return uuid5(NAMESPACE, f"transfer:{idempotency_key}")

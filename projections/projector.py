@@ -10,13 +10,15 @@ after a settlement marks the month again) and are written as they come.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Callable, Iterable
 
-from engine.account import MemberAccount
+from engine.account import OUT, MemberAccount
 from engine.calendar import shift_month
 from engine.mgts import MgtsAccount
 from engine.rejection import Rejection
+from engine.transfer import MemberTransfer
 from projections.db import Database, Transaction
 from projections.tables import Names
 
@@ -26,6 +28,11 @@ _ID_CACHE_MAX = 200_000
 
 def kopecks(amount: Decimal) -> int:
     return int(amount * 100)
+
+
+def utc_text(moment: datetime) -> str:
+    """A moment as ISO text in UTC, always with microseconds: text order is time order."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
 def _json(value: Any) -> str:
@@ -122,6 +129,14 @@ class Projector:
             MemberAccount.PointsExpired: self._debited,
             MemberAccount.CardSpendRecorded: self._card_spend,
             MemberAccount.CardMonthSettled: self._card_settled,
+            MemberAccount.PointsRedeemed: self._redeemed,
+            MemberAccount.PointsRestored: self._restored,
+            MemberAccount.PointsTransferred: self._transferred,
+            MemberAccount.TransferReturned: self._transfer_returned,
+            MemberTransfer.Offered: self._transfer_offered,
+            MemberTransfer.Accepted: self._transfer_settled,
+            MemberTransfer.Declined: self._transfer_settled,
+            MemberTransfer.Returned: self._transfer_settled,
             MgtsAccount.Opened: self._mgts_opened,
             MgtsAccount.Linked: self._mgts_linked,
             MgtsAccount.BillRecorded: self._mgts_bill,
@@ -287,6 +302,69 @@ class Projector:
         else:
             self._history(msisdn, e, "expired", -e.points, reason="expiry",
                           detail={"as_of": e.as_of, "lots": e.allocations})
+
+    # -- rule 10: debits and transfers -----------------------------------------
+
+    def _redeemed(self, tx: Transaction, e: Any) -> None:
+        msisdn = self._touch(tx, e, points=-e.points)
+        for lot_id, points, *_ in e.allocations:
+            self._pending.debit_lot(msisdn, lot_id, points)
+        self._history(msisdn, e, "redeemed", -e.points, reason=e.purpose, source_event_id=e.idempotency_key,
+                      detail={"debit_id": e.debit_id, "purpose": e.purpose, "reference": e.reference,
+                              "lots": e.allocations})
+        tx.execute(
+            f"INSERT INTO {self.names.debits} (debit_id, msisdn, purpose, points, status, reference, created_at) "
+            "VALUES (?, ?, ?, ?, 'debited', ?, ?)",
+            (e.debit_id, msisdn, e.purpose, e.points, _json(e.reference), utc_text(e.timestamp)),
+        )
+
+    def _restored(self, tx: Transaction, e: Any) -> None:
+        msisdn = self._touch(tx, e, points=e.points)
+        for lot_id, points, *_ in e.allocations:
+            self._pending.debit_lot(msisdn, lot_id, -points)
+        self._history(msisdn, e, "restored", e.points, reason=e.purpose,
+                      detail={"debit_id": e.debit_id, "purpose": e.purpose, "reference": e.reference,
+                              "lots": e.allocations, "lapsed": e.lapsed})
+        tx.execute(f"UPDATE {self.names.debits} SET status = 'cancelled' WHERE debit_id = ?", (e.debit_id,))
+
+    def _transferred(self, tx: Transaction, e: Any) -> None:
+        outgoing = e.direction == OUT
+        msisdn = self._touch(tx, e, points=-e.points if outgoing else e.points)
+        if outgoing:
+            for lot_id, points, *_ in e.allocations:
+                self._pending.debit_lot(msisdn, lot_id, points)
+            self._history(msisdn, e, "transfer_out", -e.points, reason="transfer",
+                          detail={"transfer_id": e.transfer_id, "to": e.counterpart, "status": e.status,
+                                  "lots": e.allocations})
+            return
+        for lot_id, points, lot_date, expires_on in e.allocations:
+            self._pending.new_lots[(msisdn, lot_id)] = [msisdn, lot_id, "transfer", lot_date, expires_on, points, points]
+        self._history(msisdn, e, "transfer_in", e.points, rule="transfer",
+                      detail={"transfer_id": e.transfer_id, "from": e.counterpart, "lots": e.allocations,
+                              "lapsed": e.lapsed})
+
+    def _transfer_returned(self, tx: Transaction, e: Any) -> None:
+        msisdn = self._touch(tx, e, points=e.points)
+        for lot_id, points, *_ in e.allocations:
+            self._pending.debit_lot(msisdn, lot_id, -points)
+        self._history(msisdn, e, "transfer_returned", e.points, reason=e.reason,
+                      detail={"transfer_id": e.transfer_id, "to": e.counterpart, "lots": e.allocations,
+                              "lapsed": e.lapsed})
+
+    def _transfer_offered(self, tx: Transaction, e: Any) -> None:
+        tx.execute(
+            f"INSERT INTO {self.names.transfers} (transfer_id, sender, recipient, points, status, offered_at, "
+            "expires_at) VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+            (str(e.originator_id), e.sender, e.recipient, e.points, utc_text(e.offered_at), utc_text(e.expires_at)),
+        )
+
+    def _transfer_settled(self, tx: Transaction, e: Any) -> None:
+        status = {MemberTransfer.Accepted: "accepted", MemberTransfer.Declined: "declined",
+                  MemberTransfer.Returned: "returned"}[type(e)]
+        tx.execute(
+            f"UPDATE {self.names.transfers} SET status = ?, settled_at = ? WHERE transfer_id = ?",
+            (status, utc_text(e.timestamp), str(e.originator_id)),
+        )
 
     # -- card months and MGTS periods: the tick's agenda (in log order) --------
 

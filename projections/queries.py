@@ -6,9 +6,10 @@ import json
 from datetime import date, datetime
 from typing import Any, Callable
 
-from engine.calendar import MOSCOW, shift_month
+from engine.calendar import MOSCOW, midnight, shift_month
 from engine.rules import RuleSet
 from projections.db import Database
+from projections.projector import utc_text
 from projections.tables import Names
 
 
@@ -92,6 +93,35 @@ class ReadModels:
         )
         return [{"mgts_account": account, "linked_at": linked_at} for account, linked_at in rows]
 
+    def transfers_of(self, msisdn: str) -> list[dict[str, Any]]:
+        """The member's transfers, sent and received, newest first. Moments
+        are ISO text in UTC."""
+        rows = self.db.query(
+            f"SELECT transfer_id, sender, recipient, points, status, offered_at, expires_at, settled_at "
+            f"FROM {self.names.transfers} WHERE sender = ? OR recipient = ? ORDER BY offered_at DESC, transfer_id",
+            (msisdn, msisdn),
+        )
+        keys = ("transfer_id", "sender", "recipient", "points", "status", "offered_at", "expires_at", "settled_at")
+        return [dict(zip(keys, row)) for row in rows]
+
+    def debits_of(self, msisdn: str, purpose: str | None = None) -> list[dict[str, Any]]:
+        """The member's debits (catalogue orders, shop discounts), newest first."""
+        where, params = "msisdn = ?", [msisdn]
+        if purpose is not None:
+            where, params = where + " AND purpose = ?", params + [purpose]
+        rows = self.db.query(
+            f"SELECT debit_id, msisdn, purpose, points, status, reference, created_at FROM {self.names.debits} "
+            f"WHERE {where} ORDER BY created_at DESC, debit_id",
+            params,
+        )
+        keys = ("debit_id", "msisdn", "purpose", "points", "status", "reference", "created_at")
+        result = []
+        for row in rows:
+            entry = dict(zip(keys, row))
+            entry["reference"] = json.loads(entry["reference"])
+            result.append(entry)
+        return result
+
     def rejections_by_reason(self) -> dict[str, int]:
         rows = self.db.query(
             f"SELECT reason, COUNT(*) FROM {self.names.rejections} GROUP BY reason ORDER BY reason"
@@ -140,6 +170,15 @@ class Agenda:
         return [row[0] for row in self.db.query(
             f"SELECT DISTINCT msisdn FROM {self.names.lots} WHERE remaining > 0 AND expires_on <= ? ORDER BY msisdn",
             (as_of.isoformat(),),
+        )]
+
+    def transfers_due(self, as_of: date) -> list[str]:
+        """Pending transfers whose acceptance window ran out by the tick's
+        moment (00:00 Moscow of `as_of`)."""
+        return [row[0] for row in self.db.query(
+            f"SELECT transfer_id FROM {self.names.transfers} WHERE status = 'pending' AND expires_at <= ? "
+            "ORDER BY expires_at, transfer_id",
+            (utc_text(midnight(as_of)),),
         )]
 
 

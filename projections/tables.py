@@ -1,6 +1,8 @@
 """The read-model tables. Every name takes a prefix, so `accrual audit` can
 build a scratch copy beside the live one. Money is kept in kopecks (integers)
-so that sums in SQL stay exact on SQLite as well as on PostgreSQL."""
+so that sums in SQL stay exact on SQLite as well as on PostgreSQL. Moments
+that are compared in SQL (a transfer's `expires_at`) are ISO text in UTC, so
+that text order is time order."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,6 +16,8 @@ TABLES = (
     "card_months",
     "mgts_accounts",
     "mgts_periods",
+    "transfers",
+    "debits",
     "tracking",
 )
 
@@ -96,6 +100,25 @@ _DDL = {
             settled_for TEXT,
             dirty INTEGER NOT NULL,
             PRIMARY KEY (mgts_account, period))""",
+    "transfers": """
+        CREATE TABLE IF NOT EXISTS {transfers} (
+            transfer_id TEXT PRIMARY KEY,
+            sender TEXT NOT NULL,
+            recipient TEXT NOT NULL,
+            points BIGINT NOT NULL,
+            status TEXT NOT NULL,
+            offered_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            settled_at TEXT)""",
+    "debits": """
+        CREATE TABLE IF NOT EXISTS {debits} (
+            debit_id TEXT PRIMARY KEY,
+            msisdn TEXT NOT NULL,
+            purpose TEXT NOT NULL,
+            points BIGINT NOT NULL,
+            status TEXT NOT NULL,
+            reference TEXT NOT NULL,
+            created_at TEXT NOT NULL)""",
     "tracking": """
         CREATE TABLE IF NOT EXISTS {tracking} (
             name TEXT PRIMARY KEY,
@@ -107,6 +130,10 @@ _INDEXES = (
     "CREATE INDEX IF NOT EXISTS {card_months}_dirty ON {card_months} (month) WHERE dirty = 1",
     "CREATE INDEX IF NOT EXISTS {mgts_periods}_dirty ON {mgts_periods} (period) WHERE dirty = 1",
     "CREATE INDEX IF NOT EXISTS {rejections}_reason ON {rejections} (reason)",
+    "CREATE INDEX IF NOT EXISTS {transfers}_due ON {transfers} (expires_at) WHERE status = 'pending'",
+    "CREATE INDEX IF NOT EXISTS {transfers}_sender ON {transfers} (sender)",
+    "CREATE INDEX IF NOT EXISTS {transfers}_recipient ON {transfers} (recipient)",
+    "CREATE INDEX IF NOT EXISTS {debits}_msisdn ON {debits} (msisdn, created_at)",
 )
 
 # How each table is ordered when audit compares a live copy with a rebuilt one.
@@ -119,6 +146,8 @@ ORDER_BY = {
     "card_months": "msisdn, month",
     "mgts_accounts": "mgts_account",
     "mgts_periods": "mgts_account, period",
+    "transfers": "transfer_id",
+    "debits": "debit_id",
 }
 
 
