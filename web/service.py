@@ -138,10 +138,14 @@ class Cabinet:
         return self._order(as_dict(debit), reward)
 
     def order_status(self, msisdn: str, order_id: str) -> dict[str, Any]:
-        debit = self._read(lambda reads: self.app.debit_status(msisdn, order_id))
-        if debit is None or debit.purpose != "order":
-            raise NotFound(order_id)
-        return self._order(as_dict(debit), None)
+        def query(reads):
+            debit = self.app.debit_status(msisdn, order_id)
+            if debit is None or debit.purpose != "order":
+                raise NotFound(order_id)
+            listed = [d for d in reads.debits_of(msisdn, purpose="order") if d["debit_id"] == order_id]
+            return {**(listed[0] if listed else {}), **as_dict(debit)}
+
+        return self._order(self._read(query), None)
 
     def orders(self, msisdn: str) -> list[dict[str, Any]]:
         return [self._order(d, None) for d in self._read(lambda reads: reads.debits_of(msisdn, purpose="order"))]
@@ -158,7 +162,7 @@ class Cabinet:
             "status": "placed" if debit["status"] == "debited" else "cancelled",
             "balance_after": debit.get("balance_after"),
             "duplicate": bool(debit.get("duplicate", False)),
-            "at": debit.get("at") or debit.get("occurred_at"),
+            "at": debit.get("created_at"),
         }
 
     # -- transfers between members (RULES.md 10) -------------------------------------------------
@@ -174,14 +178,32 @@ class Cabinet:
         return as_dict(self._command(lambda: act(transfer_id, msisdn, at=self.clock.now())))
 
     def transfer(self, msisdn: str, transfer_id: str, recipient_only: bool = False) -> dict[str, Any]:
+        """A transfer that `msisdn` sent or received (only received, with
+        `recipient_only`); someone else's is NotFound, like a missing one."""
         found = self._read(lambda reads: self.app.transfer(transfer_id))
-        parties = (found.recipient,) if recipient_only else (found.sender, found.recipient) if found else ()
-        if found is None or msisdn not in parties:
+        parties = () if found is None else (found.recipient,) if recipient_only else (found.sender, found.recipient)
+        if msisdn not in parties:
             raise NotFound(transfer_id)
+        if found.status == "pending" and found.expires_at <= self.clock.now():
+            self.return_lapsed([found.transfer_id])
+            found = self._read(lambda reads: self.app.transfer(transfer_id))
         return as_dict(found)
 
     def transfers(self, msisdn: str) -> list[dict[str, Any]]:
-        return [dict(t) for t in self._read(lambda reads: reads.transfers_of(msisdn))]
+        listed = self._read(lambda reads: reads.transfers_of(msisdn))
+        now = self.clock.now()
+        lapsed = [t["transfer_id"] for t in listed
+                  if t["status"] == "pending" and datetime.fromisoformat(t["expires_at"]) <= now]
+        if lapsed:
+            self.return_lapsed(lapsed)
+            listed = self._read(lambda reads: reads.transfers_of(msisdn))
+        return [dict(t) for t in listed]
+
+    def return_lapsed(self, transfer_ids: list[str]) -> None:
+        """Transfers not answered within their window go back to the sender
+        as soon as someone looks (the daily tick returns the others)."""
+        now = self.clock.now()
+        self._command(lambda: [self.app.return_lapsed_transfer(t, now) for t in transfer_ids])
 
     # -- shop tills --------------------------------------------------------------------------------
 

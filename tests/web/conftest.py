@@ -75,6 +75,6 @@ def sign_in(client: TestClient, msisdn: str) -> dict[str, str]:
 
 def member_with_points(programme: Programme, msisdn: str, points: int) -> None:
     """An enrolled member with `points` from Баллы Плюс (lot dated today)."""
-    programme.enroll(msisdn, "2026-11-01 10:00", channel="mobile_app")
+    programme.enroll(msisdn, "2026-11-01 10:00", channel="shop")
     if points:
         programme.ballyplus(msisdn, points, "2026-11-20 10:00")
