@@ -264,12 +264,17 @@ def serve(
     import uvicorn
 
     from web.app import create_app
+    from web.catalog import CatalogFileError
 
     settings = _settings()
     # Cookies are Secure, except for a person trying it on this machine over
     # plain http (a loopback address) or with ACCRUAL_INSECURE_COOKIES=1.
     secure = not (settings.web.insecure_cookies or host in LOOPBACK_HOSTS)
-    web_app = create_app(settings, secure_cookies=secure)
+    try:
+        web_app = create_app(settings, secure_cookies=secure)
+    except (CatalogFileError, RulesFileError) as error:
+        err.print(f"[red]configuration error:[/red] {error}")
+        raise typer.Exit(2) from error
     err.print(f"personal account on http://{host}:{port}/ (API: /openapi.json), store {settings.database.redacted()}")
     # proxy_headers off: the client address is the TCP peer; X-MSISDN and
     # X-Forwarded-For are read only from ACCRUAL_TRUSTED_PROXIES (web.app).
