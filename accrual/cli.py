@@ -122,15 +122,21 @@ def tick(
     as_of: str = typer.Option(..., "--as-of", help="the date whose 00:00 Moscow time closes the day"),
     json_output: bool = typer.Option(False, "--json"),
 ) -> None:
-    """The daily close (rule 9): settlements due, then expiry."""
+    """The daily close (rule 9): settlements due, lapsed transfers back to their senders, then expiry."""
     day = _parse_date(as_of)
     with _runtime() as runtime:
         report = runtime.tick(day)
-    summary = {"as_of": day.isoformat(), "settled": report.settled, "expired_points": report.expired_points}
+    summary = {
+        "as_of": day.isoformat(), "settled": report.settled, "returned_transfers": report.returned_transfers,
+        "expired_points": report.expired_points,
+    }
     if json_output:
         out.print_json(json.dumps(summary))
     else:
-        out.print(f"tick {day}: {report.settled} settlements, {report.expired_points} points expired")
+        out.print(
+            f"tick {day}: {report.settled} settlements, {report.returned_transfers} transfers returned, "
+            f"{report.expired_points} points expired"
+        )
 
 
 @app.command()
@@ -188,9 +194,29 @@ def history(
     for e in entries:
         table.add_row(
             str(e["version"]), e["occurred_at"], e["kind"], f"{e['points']:+d}",
-            e["rule"] or e["reason"] or "", e["source_event_id"] or "", e["expires_on"] or "",
+            e["rule"] or e["reason"] or "", _source(e), e["expires_on"] or "",
         )
     out.print(table)
+
+
+def _source(entry: dict) -> str:
+    """Where a history line came from: the source event, or for spending the
+    order, the store or the other member."""
+    detail, kind = entry["detail"], entry["kind"]
+    if kind in ("redeemed", "restored"):
+        reference = detail.get("reference") or {}
+        if detail.get("purpose") == "pos":
+            text = f"store {reference.get('store_id', '?')} receipt {reference.get('receipt', '?')}"
+        else:
+            text = f"order {reference.get('item_id', '?')}" + (f" {reference['title']}" if reference.get("title") else "")
+        return text + (" (cancelled)" if kind == "restored" else "")
+    if kind == "transfer_out":
+        return f"to {detail.get('to')} ({detail.get('status')})"
+    if kind == "transfer_in":
+        return f"from {detail.get('from')}"
+    if kind == "transfer_returned":
+        return f"back from {detail.get('to')}"
+    return entry["source_event_id"] or ""
 
 
 @app.command()

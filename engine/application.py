@@ -241,16 +241,28 @@ class AccrualApplication(SpendingCommands, Application):
         agenda.refresh()
         at = midnight(as_of)
         for chunk in _chunks(agenda.mgts_periods_due(as_of), chunk_size):
-            report.add(self._settle_mgts(chunk, at))
+            report.add(self._tick_step(self._settle_mgts, chunk, at))
         for chunk in _chunks(agenda.card_months_due(as_of), chunk_size):
-            report.add(self._settle_cards(chunk, at))
+            report.add(self._tick_step(self._settle_cards, chunk, at))
         for transfer_id in agenda.transfers_due(as_of):
             report.returned_transfers += self.return_lapsed_transfer(transfer_id, at)
         agenda.refresh()
         for chunk in _chunks(agenda.members_with_expiring_lots(as_of), chunk_size):
-            report.add(self._expire(chunk, as_of))
+            report.add(self._tick_step(self._expire, chunk, as_of))
         agenda.refresh()
         return report
+
+    def _tick_step(self, step: Callable[[list, Any], Report], chunk: list, moment: Any) -> Report:
+        """One chunk of a tick, run again on the stored state if another
+        writer (the personal account spending points) saved one of its
+        accounts since this process cached it. Each step decides from the
+        aggregates' state, so running it again does only what is still due."""
+        for _ in range(_CONFLICT_RETRIES):
+            try:
+                return step(chunk, moment)
+            except IntegrityError:
+                self._forget_cached_aggregates()
+        raise ConcurrentWriterError(f"a tick step of {len(chunk)} items kept conflicting with another writer")
 
     def _settle_mgts(self, due: list[tuple[str, str]], at: datetime) -> Report:
         batch = _Batch(self)

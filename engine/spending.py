@@ -108,9 +108,12 @@ class SpendingCommands:
         request = fingerprint({"msisdn": msisdn, "points": points, "purpose": purpose, "reference": reference})
 
         def attempt() -> Debit:
+            # The account is read before the inbox: if the inbox does not
+            # have the key yet, the account read is older than any commit
+            # with the key, so saving it conflicts and the next attempt sees it.
+            account = self._fresh_member(msisdn)
             if self._seen(topic, idempotency_key, request):
                 return self._debit_result(msisdn, debit_id, duplicate=True)
-            account = self._fresh_member(msisdn)
             if account is None:
                 raise NotEnrolledError(f"{msisdn} is not an enrolled member")
             account.redeem(debit_id, points, purpose, reference, idempotency_key, at)
@@ -166,9 +169,9 @@ class SpendingCommands:
         request = fingerprint({"sender": sender, "recipient": recipient, "points": points})
 
         def attempt() -> Transfer:
+            account = self._fresh_member(sender)  # before the inbox, as in `debit`
             if self._seen(TRANSFERS_TOPIC, idempotency_key, request):
                 return _transfer_of(self._fresh(transfer_id), duplicate=True)
-            account = self._fresh_member(sender)
             if account is None:
                 raise NotEnrolledError(f"{sender} is not an enrolled member")
             counterpart = self._fresh_member(recipient)
