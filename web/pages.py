@@ -58,10 +58,40 @@ MESSAGES = {  # ?msg= keys; the page never echoes text from the address bar
     "refused": "Операция отклонена.",
 }
 
+
+
+def phone(msisdn: str | None) -> str:
+    return f"+7 {msisdn[1:4]} {msisdn[4:7]}-{msisdn[7:9]}-{msisdn[9:11]}" if msisdn and len(msisdn) == 11 else msisdn or ""
+
+
+def source_of(entry: dict[str, Any]) -> str:
+    """Where a history line's points came from, in words."""
+    detail, kind = entry["detail"], entry["kind"]
+    if kind in ("redeemed", "restored"):
+        reference = detail.get("reference") or {}
+        if detail.get("purpose") == "pos":
+            text = f"скидка в салоне МТС {reference.get('store_id', '')}"
+        else:
+            text = f"заказ «{reference.get('title') or reference.get('item_id', '')}»"
+        return text + (" — отменён" if kind == "restored" else "")
+    if kind == "transfer_out":
+        return f"перевод на {phone(detail.get('to'))}"
+    if kind == "transfer_in":
+        return f"перевод от {phone(detail.get('from'))}"
+    if kind == "transfer_returned":
+        return f"возврат перевода на {phone(detail.get('to'))}"
+    parts = [RULES.get(entry["rule"] or "", entry["rule"] or "")]
+    if entry.get("reason"):
+        parts.append(f"({entry['reason']})")
+    if entry.get("source_event_id"):
+        parts.append(f"— событие {entry['source_event_id']}")
+    return " ".join(p for p in parts if p)
+
+
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(resources.files("web") / "templates"))
-templates.env.globals.update(categories=CATEGORIES, kinds=HISTORY_KINDS, rules=RULES)
-templates.env.filters["phone"] = lambda m: f"+7 {m[1:4]} {m[4:7]}-{m[7:9]}-{m[9:11]}" if m and len(m) == 11 else m
+templates.env.globals.update(categories=CATEGORIES, kinds=HISTORY_KINDS, rules=RULES, source_of=source_of)
+templates.env.filters["phone"] = phone
 
 
 class Redirect(Exception):

@@ -211,7 +211,7 @@ class Cabinet:
                   receipt_id: str | None, remember: Callable[[str, str], None]) -> dict[str, Any]:
         debit = self._command(lambda: self.app.debit(
             msisdn, points, purpose="pos", idempotency_key=f"pos:{store_id}:{idempotency_key}",
-            reference={"store_id": store_id, "receipt_id": receipt_id}, at=self.clock.now(),
+            reference={"store_id": store_id, "receipt": receipt_id}, at=self.clock.now(),
         ))
         remember(debit.debit_id, msisdn)
         return as_dict(debit)

@@ -62,7 +62,8 @@ def test_a_member_sees_balance_history_catalogue_and_orders_a_gift(client, progr
     assert "Заказ оформлен" in ordered.text and 'id="balance">400<' in ordered.text and "оформлен" in ordered.text
     client.post("/catalog/order", data={"item_id": "gudok-month", "key": key, "csrf": csrf_of(catalog)})
     assert 'id="balance">400<' in client.get("/account").text  # a resubmitted form is the same order
-    assert "Списание" in client.get("/history?kind=redeemed").text
+    redeemed = client.get("/history?kind=redeemed").text
+    assert "Списание" in redeemed and "заказ ««Гудок»: мелодия на месяц»" in redeemed
 
 
 def test_registering_from_the_account_page(client, programme):
