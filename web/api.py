@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import RuleRefusal
 from web.app import client_address, context_of, network_msisdn
-from web.auth import Session, TooManyRequests, WeakPassword
+from web.auth import Session, TooManyRequests, WeakPassword, check_password_strength
 from web.service import NotFound, UnknownReward, category_list
 from web.sms import SmsError
 
@@ -211,8 +211,6 @@ def reset_password(body: PasswordReset, request: Request) -> Response:
 
 def _set_password(auth, msisdn: str, code: str, password: str) -> None:
     try:
-        from web.auth import check_password_strength
-
         check_password_strength(password)
     except WeakPassword as weak:
         raise ApiError(400, "weak_password", str(weak)) from weak

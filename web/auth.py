@@ -164,7 +164,7 @@ class Auth:
         if ok:
             self.store.execute("DELETE FROM web_login_failures WHERE msisdn = ?", (msisdn,))
             if PASSWORDS.check_needs_rehash(stored):
-                self.set_password(msisdn, password)
+                self._store_hash(msisdn, PASSWORDS.hash(password))  # stronger parameters since it was set
             return True
         self._count_failure(msisdn)
         return False
@@ -190,8 +190,10 @@ class Auth:
 
     def set_password(self, msisdn: str, password: str) -> None:
         check_password_strength(password)
+        self._store_hash(msisdn, PASSWORDS.hash(password))
+
+    def _store_hash(self, msisdn: str, hashed: str) -> None:
         now = stamp(self.clock.now())
-        hashed = PASSWORDS.hash(password)
         with self.store.transaction() as tx:
             tx.execute(
                 "INSERT INTO web_credentials (msisdn, password_hash, password_set_at) VALUES (?, ?, ?) "

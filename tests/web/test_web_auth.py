@@ -108,7 +108,7 @@ def test_sends_are_limited_per_client_address(client):
 def test_the_answers_for_a_known_and_an_unknown_number_are_the_same(client, programme):
     programme.enroll(ALICE, "2026-11-01 10:00")
     sign_in(client, ALICE)
-    client.put  # ALICE has an account, a session and an agreement; BOB has nothing
+    # ALICE is a member with a session and an accepted agreement; BOB is nothing
     known, unknown = request_code(client, ALICE), request_code(client, BOB)
     assert (known.status_code, known.json()) == (unknown.status_code, unknown.json())
     login = lambda m: client.post("/api/v1/auth/login", json={"msisdn": m, "password": "wrong-pass1", "accept_terms": True})

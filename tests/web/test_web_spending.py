@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from tests.web.conftest import ALICE, BOB, CAROL, GATEWAY, last_code, member_with_points, sign_in
+from tests.web.conftest import ALICE, BOB, CAROL, last_code, member_with_points, sign_in
 
 pytestmark = pytest.mark.postgres
 
