@@ -121,3 +121,17 @@ def test_a_trusted_gateway_header_offers_one_click_sign_in(gateway_client, clien
     assert again.status_code == 303  # the agreement is accepted: straight in
     spoofed = client.get("/login", headers={"X-MSISDN": ALICE}, follow_redirects=False)
     assert spoofed.status_code == 200 and "Войти как" not in spoofed.text
+
+
+def test_a_network_session_on_pages_orders_only_with_a_confirmation_code(gateway_client, programme):
+    member_with_points(programme, ALICE, 500)
+    login = gateway_client.get("/login", headers={"X-MSISDN": ALICE})
+    gateway_client.post("/login/network", headers={"X-MSISDN": ALICE}, data={"accept": "yes", "csrf": csrf_of(login)})
+    catalog = gateway_client.get("/catalog")
+    assert "Получить код подтверждения" in catalog.text
+    form = {"item_id": "gudok-month", "key": "k-net", "csrf": csrf_of(catalog)}
+    refused = gateway_client.post("/catalog/order", data={**form, "code": "000000"})
+    assert "Подтвердите операцию" in refused.text and 'id="balance">500<' in refused.text
+    gateway_client.post("/confirm/code", data={"csrf": csrf_of(catalog), "back": "/catalog"})
+    ordered = gateway_client.post("/catalog/order", data={**form, "code": last_code(gateway_client.app, ALICE)})
+    assert "Заказ оформлен" in ordered.text and 'id="balance">400<' in ordered.text
