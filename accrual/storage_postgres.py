@@ -17,9 +17,22 @@ class PostgresInboxRecorder(PostgresApplicationRecorder):
 
     def _insert_events(self, curs: Any, stored_events: Sequence[Any], **kwargs: Any) -> None:
         rows = kwargs.get("inbox")
-        if rows:
+        if rows and not stored_events:  # else after the table lock, below
             curs.executemany("INSERT INTO inbox VALUES (%s,%s,%s,%s)", rows)
         super()._insert_events(curs, stored_events, **kwargs)
+
+    def _insert_stored_events(self, curs: Any, stored_events: Sequence[Any], **kwargs: Any) -> None:
+        # The inbox rows go in after the events table's lock, which the
+        # library takes to serialise writers, and within its error handling:
+        # a writer racing another for the same key then fails at once with
+        # an IntegrityError (and runs again), rather than waiting on the
+        # other's uncommitted row and aborting the pipeline.
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        rows = kwargs.get("inbox")
+        if rows:
+            curs.executemany("INSERT INTO inbox VALUES (%s,%s,%s,%s)", rows)
+        super(PostgresApplicationRecorder, self)._insert_stored_events(curs, stored_events, **kwargs)
 
     def select_inbox(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
         found: dict[tuple[str, str], str] = {}
