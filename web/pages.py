@@ -7,7 +7,7 @@ its http-only, SameSite=Strict cookie (double submit)."""
 from __future__ import annotations
 
 import secrets
-from datetime import date
+from datetime import date, datetime
 from importlib import resources
 from typing import Any
 from urllib.parse import quote
@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from engine.calendar import MOSCOW
 from engine.errors import RuleRefusal
 from web.api import ApiError, error_response
 from web.app import client_address, context_of, is_msisdn, network_msisdn
@@ -80,6 +81,10 @@ def source_of(entry: dict[str, Any]) -> str:
         return f"перевод от {phone(detail.get('from'))}"
     if kind == "transfer_returned":
         return f"возврат перевода на {phone(detail.get('to'))}"
+    if kind == "expired":
+        return "истёк срок действия баллов"
+    if kind == "not_eligible":
+        return f"до регистрации в программе — событие {entry.get('source_event_id') or ''}"
     parts = [RULES.get(entry["rule"] or "", entry["rule"] or "")]
     if entry.get("reason"):
         parts.append(f"({entry['reason']})")
@@ -88,10 +93,21 @@ def source_of(entry: dict[str, Any]) -> str:
     return " ".join(p for p in parts if p)
 
 
+def moscow(moment: str | None) -> str:
+    """ISO text with any offset -> 'YYYY-MM-DD HH:MM' in Moscow time."""
+    if not moment:
+        return ""
+    try:
+        return datetime.fromisoformat(moment).astimezone(MOSCOW).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return moment
+
+
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(resources.files("web") / "templates"))
 templates.env.globals.update(categories=CATEGORIES, kinds=HISTORY_KINDS, rules=RULES, source_of=source_of)
 templates.env.filters["phone"] = phone
+templates.env.filters["moscow"] = moscow
 
 
 class Redirect(Exception):
