@@ -87,6 +87,18 @@ def create_app(
         redoc_url=None,
     )
     app.state.context = context
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):  # noqa: ANN202
+        response = await call_next(request)
+        headers = response.headers
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("Referrer-Policy", "same-origin")
+        headers.setdefault("Cache-Control", "no-store")  # balances and tokens are personal
+        if not request.url.path.startswith("/api/docs"):  # the docs page loads its script from a CDN
+            headers.setdefault("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; form-action 'self'")
+            headers.setdefault("X-Frame-Options", "DENY")
+        return response
     from web import api, pages
 
     app.include_router(api.router)

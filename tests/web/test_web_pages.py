@@ -135,3 +135,15 @@ def test_a_network_session_on_pages_orders_only_with_a_confirmation_code(gateway
     gateway_client.post("/confirm/code", data={"csrf": csrf_of(catalog), "back": "/catalog"})
     ordered = gateway_client.post("/catalog/order", data={**form, "code": last_code(gateway_client.app, ALICE)})
     assert "Заказ оформлен" in ordered.text and 'id="balance">400<' in ordered.text
+
+
+def test_pages_forbid_framing_and_caching_and_escape_what_they_show(client, programme):
+    answer = client.get("/login")
+    assert answer.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+    assert answer.headers["cache-control"] == "no-store" and answer.headers["x-content-type-options"] == "nosniff"
+    page_sign_in(client)
+    shown = client.get("/history", params={"kind": "<script>", "since": "<script>"})
+    assert shown.status_code == 200 and "<script>" not in shown.text
+    programme.enroll(ALICE, "2026-11-01 10:00")
+    programme.ballyplus(ALICE, 5, "2026-11-02 10:00", event_id="<b>evil</b>")
+    assert "<b>evil</b>" not in client.get("/history").text and "&lt;b&gt;evil&lt;/b&gt;" in client.get("/history").text
