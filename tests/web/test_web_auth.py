@@ -195,3 +195,19 @@ def test_tokens_are_stored_hashed_and_expire(client, clock):
     assert token not in stored and len(stored[0]) == 64
     clock.advance(hours=12, seconds=1)
     assert client.get("/api/v1/me", headers=headers).status_code == 401
+
+
+def test_a_known_and_an_unknown_number_cost_one_argon2_check_each(client, monkeypatch):
+    """The same work, so the same time, whether the number has a password,
+    is known without one, or is unknown."""
+    auth = client.app.state.context.auth
+    auth.set_password(ALICE, "Vesna-2026!")
+    auth.accept_terms(BOB)  # known, no password
+    import web.auth
+
+    calls = []
+    real = web.auth.PASSWORDS.verify
+    monkeypatch.setattr(web.auth.PASSWORDS, "verify", lambda h, p: calls.append(h) or real(h, p))
+    for msisdn in (ALICE, BOB, "79169999999"):
+        assert auth.check_password(msisdn, "wrong-pass1") is False
+    assert len(calls) == 3 and all(h.startswith("$argon2id$v=19$m=19456,t=2,p=1$") for h in calls)
