@@ -17,22 +17,32 @@ class PostgresInboxRecorder(PostgresApplicationRecorder):
 
     def _insert_events(self, curs: Any, stored_events: Sequence[Any], **kwargs: Any) -> None:
         rows = kwargs.get("inbox")
-        if rows and not stored_events:  # else after the table lock, below
-            curs.executemany("INSERT INTO inbox VALUES (%s,%s,%s,%s)", rows)
+        if rows and not stored_events:  # else with the events, below
+            self._insert_inbox(curs, rows)
         super()._insert_events(curs, stored_events, **kwargs)
 
     def _insert_stored_events(self, curs: Any, stored_events: Sequence[Any], **kwargs: Any) -> None:
-        # The inbox rows go in after the events table's lock, which the
-        # library takes to serialise writers, and within its error handling:
-        # a writer racing another for the same key then fails at once with
-        # an IntegrityError (and runs again), rather than waiting on the
-        # other's uncommitted row and aborting the pipeline.
-        self._lock_table(curs)
-        self._notify_channel(curs)
+        # The inbox rows go in after the events table's lock (which the
+        # library takes to serialise writers) and after the events, as one
+        # statement: a writer racing another for the same key then fails at
+        # once, on the last statement before the pipeline's sync, which the
+        # library turns into an IntegrityError (and the batch runs again).
+        # Before the lock it waited on the other's uncommitted row, and a
+        # failure followed by more queued statements could surface as
+        # "pipeline aborted" instead.
+        super()._insert_stored_events(curs, stored_events, **kwargs)
         rows = kwargs.get("inbox")
         if rows:
-            curs.executemany("INSERT INTO inbox VALUES (%s,%s,%s,%s)", rows)
-        super(PostgresApplicationRecorder, self)._insert_stored_events(curs, stored_events, **kwargs)
+            with curs.connection.cursor() as inbox_cursor:
+                self._insert_inbox(inbox_cursor, rows)
+
+    @staticmethod
+    def _insert_inbox(curs: Any, rows: Sequence[tuple[str, str, str, str]]) -> None:
+        columns = list(zip(*rows))
+        curs.execute(
+            "INSERT INTO inbox SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])",
+            [list(column) for column in columns],
+        )
 
     def select_inbox(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
         found: dict[tuple[str, str], str] = {}

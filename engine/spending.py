@@ -24,7 +24,7 @@ from typing import Any, Callable, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, OperationalError
 
 from engine import ids
 from engine.account import CANCELLED, DEBITED, MemberAccount
@@ -46,6 +46,7 @@ TRANSFERS_TOPIC = "accrual.transfers"
 ENROLLMENTS_TOPIC = "accrual.web-enrollments"
 LATEST = 2**62  # "up to any version": read from the store, past the cache
 COMMAND_RETRIES_MAX = 50  # a retry happens only after another writer succeeded
+OPERATIONAL_RETRIES_MAX = 3
 
 T = TypeVar("T")
 
@@ -275,11 +276,20 @@ class SpendingCommands:
         return True
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
+        operational_errors = 0
         for _ in range(COMMAND_RETRIES_MAX):
             try:
                 return attempt()
             except IntegrityError:
                 continue  # another writer saved first: run again on its state
+            except OperationalError:
+                # Seen rarely under load on PostgreSQL: a conflict reported by
+                # psycopg as "pipeline aborted" rather than as a unique
+                # violation. Running the command again is safe: if the first
+                # attempt did commit, the inbox or the state answers it.
+                operational_errors += 1
+                if operational_errors > OPERATIONAL_RETRIES_MAX:
+                    raise
         raise ConcurrentWriterError("a spending command kept conflicting with other writers")
 
 

@@ -108,8 +108,9 @@ def test_concurrent_requests_with_one_key_make_one_debit(postgres_url, callers):
     finally:
         for app in apps:
             app.close()
-    # one debit; every caller has its answer, the same but for who was first
-    assert sum(not r.duplicate for r in results) == 1
+    # one debit; every caller has its answer, the same but for who was first (at most one is not a
+    # duplicate: a caller whose commit was reported as a store error asks again and gets a duplicate)
+    assert sum(not r.duplicate for r in results) <= 1
     assert {(r.debit_id, r.points, r.status, r.balance_after) for r in results} == {(results[0].debit_id, 30, "debited", 70)}
     with Runtime(settings_for(postgres_url)) as runtime:
         p = Programme(runtime)
