@@ -1,8 +1,8 @@
 """The personal account's ASGI application: `create_app(settings)`.
 
 Wires the engine's runtime, the web tables, the SMS gateway, the catalogue
-and the clock together, and mounts the JSON API (`web.api`, described at
-/openapi.json) and the Russian pages (`web.pages`)."""
+and the clock together, and mounts the JSON API (`web.api_*`, described at
+/openapi.json) and the Russian pages (`web.pages_*`)."""
 from __future__ import annotations
 
 import ipaddress
@@ -99,10 +99,10 @@ def create_app(
             headers.setdefault("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; form-action 'self'")
             headers.setdefault("X-Frame-Options", "DENY")
         return response
-    from web import api, pages
+    from web import api_member, api_pos, api_signin, pages, pages_member, pages_signin
 
-    app.include_router(api.router)
-    app.include_router(pages.router)
+    for module in (api_signin, api_member, api_pos, pages_signin, pages_member):
+        app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(resources.files("web") / "static")), name="static")
     pages.install_error_pages(app)
 
