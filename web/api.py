@@ -25,7 +25,8 @@ Id = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,100}$")]
 # Refusals of the engine, by reason, as HTTP statuses.
 REFUSAL_STATUS = {
     "insufficient_points": 409, "not_enrolled": 409, "idempotency_conflict": 409,
-    "transfer_expired": 409, "transfer_settled": 409, "invalid_points": 422,
+    "transfer_expired": 409, "transfer_settled": 409, "invalid_points": 422, "invalid_purpose": 422,
+    "invalid_channel": 422,
     "recipient_not_enrolled": 422, "self_transfer": 422, "unknown_debit": 404, "unknown_transfer": 404,
 }
 
