@@ -27,6 +27,10 @@ app = typer.Typer(
 )
 schemas_app = typer.Typer(no_args_is_help=True, help="Message schemas for producers.")
 app.add_typer(schemas_app, name="schemas")
+sms_app = typer.Typer(no_args_is_help=True, help="SMS of the personal account (development outbox).")
+app.add_typer(sms_app, name="sms")
+stores_app = typer.Typer(no_args_is_help=True, help="Keys of the MTS shop tills that debit points.")
+app.add_typer(stores_app, name="stores")
 
 out = Console()
 err = Console(stderr=True)
@@ -384,6 +388,87 @@ def schemas_export(directory: Path) -> None:
 
     for path in export_json_schemas(directory):
         out.print(str(path))
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(8000, min=1, max=65535),
+) -> None:
+    """The personal account: web pages and the JSON API (/openapi.json)."""
+    import uvicorn
+
+    from web.app import create_app
+    from web.catalog import CatalogFileError
+
+    settings = _settings()
+    # Cookies are Secure, except for a person trying it on this machine over
+    # plain http (a loopback address) or with ACCRUAL_INSECURE_COOKIES=1.
+    secure = not (settings.web.insecure_cookies or host in LOOPBACK_HOSTS)
+    try:
+        web_app = create_app(settings, secure_cookies=secure)
+    except (CatalogFileError, RulesFileError) as error:
+        err.print(f"[red]configuration error:[/red] {error}")
+        raise typer.Exit(2) from error
+    err.print(f"personal account on http://{host}:{port}/ (API: /openapi.json), store {settings.database.redacted()}")
+    # proxy_headers off: the client address is the TCP peer; X-MSISDN and
+    # X-Forwarded-For are read only from ACCRUAL_TRUSTED_PROXIES (web.app).
+    uvicorn.run(web_app, host=host, port=port, proxy_headers=False, server_header=False, log_level="info")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as error:
+        err.print(f"[red]configuration error:[/red] {error}")
+        raise typer.Exit(2) from error
+
+
+def _web_store():
+    from web.app import open_store
+
+    return open_store(_settings())
+
+
+@sms_app.command("outbox")
+def sms_outbox(
+    json_output: bool = typer.Option(False, "--json"),
+    msisdn: str = typer.Option("", help="only the messages to this number"),
+    limit: int = typer.Option(20, min=1, max=10000),
+) -> None:
+    """The SMS that the default gateway wrote instead of sending, latest first."""
+    from web.sms import DatabaseOutbox
+
+    store = _web_store()
+    try:
+        messages = DatabaseOutbox(store).messages(msisdn or None, limit)
+    finally:
+        store.close()
+    if json_output:
+        return _write_json(messages)
+    for message in messages:
+        out.print(f"{message['sent_at']}  {message['msisdn']}  {message['text']}", markup=False)
+
+
+@stores_app.command("add")
+def stores_add(store_id: str = typer.Argument(..., help="the shop's id, as in its receipts")) -> None:
+    """A new key for a shop till; printed once (only its hash is kept). A
+    second call for the same store replaces its key."""
+    from web.auth import Auth
+    from web.clock import SystemClock
+
+    if not store_id or len(store_id) > 100 or not all(c.isalnum() or c in "._-" for c in store_id):
+        err.print("a store id has 1 to 100 letters, digits, dots, dashes or underscores")
+        raise typer.Exit(2)
+    store = _web_store()
+    try:
+        key = Auth(store, SystemClock(), None, "").add_store(store_id)
+    finally:
+        store.close()
+    sys.stdout.write(key + "\n")
 
 
 def _print_report(report: Report, json_output: bool, title: str) -> None:

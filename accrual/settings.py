@@ -2,8 +2,9 @@
 that runs the embedded mode (an SQLite file, no servers)."""
 from __future__ import annotations
 
+import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -63,11 +64,25 @@ def parse_database_url(url: str) -> DatabaseUrl:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """The personal account (`accrual serve`); README "Personal account"."""
+
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()  # empty: X-MSISDN is off
+    sms_gateway_url: str = ""  # empty: SMS go to the database outbox
+    sms_gateway_token: str = ""
+    terms_version: str = "2026-01"
+    insecure_cookies: bool = False  # only for plain-http development
+    catalog_file: Path | None = None  # None: the shipped web/data/catalog.toml
+    offers_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseUrl
     rules_file: Path | None
     batch_size: int
     cache_size: int
+    web: WebSettings = field(default_factory=WebSettings)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -81,7 +96,35 @@ class Settings:
             rules_file=Path(rules) if rules else None,
             batch_size=_positive_int(env, "ACCRUAL_BATCH_SIZE", 500),
             cache_size=_positive_int(env, "ACCRUAL_CACHE_SIZE", 20000),
+            web=_web_settings(env),
         )
+
+
+def _web_settings(env) -> WebSettings:
+    proxies = []
+    for item in env.get("ACCRUAL_TRUSTED_PROXIES", "").split(","):
+        if item.strip():
+            try:
+                proxies.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError as error:
+                raise SettingsError(f"ACCRUAL_TRUSTED_PROXIES: {item.strip()!r} is not a network ({error})") from error
+    url = env.get("ACCRUAL_SMS_GATEWAY_URL", "").strip()
+    if url and not url.startswith(("https://", "http://")):
+        raise SettingsError(f"ACCRUAL_SMS_GATEWAY_URL {url!r}: expected an http(s) URL")
+    insecure = env.get("ACCRUAL_INSECURE_COOKIES", "").strip()
+    if insecure not in ("", "0", "1"):
+        raise SettingsError(f"ACCRUAL_INSECURE_COOKIES={insecure!r}: expected 0 or 1")
+    catalog = env.get("ACCRUAL_CATALOG_FILE", "").strip()
+    offers = env.get("ACCRUAL_OFFERS_FILE", "").strip()
+    return WebSettings(
+        trusted_proxies=tuple(proxies),
+        sms_gateway_url=url,
+        sms_gateway_token=env.get("ACCRUAL_SMS_GATEWAY_TOKEN", "").strip(),
+        terms_version=env.get("ACCRUAL_TERMS_VERSION", "").strip() or WebSettings.terms_version,
+        insecure_cookies=insecure == "1",
+        catalog_file=Path(catalog) if catalog else None,
+        offers_file=Path(offers) if offers else None,
+    )
 
 
 def _positive_int(env, name: str, default: int) -> int:

@@ -3,10 +3,10 @@ the tick's agenda (which aggregates have settlements or expiries due)."""
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Callable
 
-from engine.calendar import midnight, shift_month
+from engine.calendar import MOSCOW, midnight, shift_month
 from engine.rules import RuleSet
 from projections.db import Database
 from projections.projector import utc_text
@@ -68,6 +68,30 @@ class ReadModels:
             entry["detail"] = json.loads(entry["detail"])
             result.append(entry)
         return result
+
+    def history_page(
+        self, msisdn: str, *, kinds: list[str] | None = None, since: date | None = None,
+        until: date | None = None, limit: int = 50, offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The personal account's history: newest first, filtered by kind and
+        by the Moscow dates of `occurred_at` (both ends included), one page
+        and the number of entries that match. (Producers write `occurred_at`
+        with any offset, so the dates are compared after parsing.)"""
+        entries = self.history(msisdn, limit=10**9)
+        if kinds:
+            entries = [e for e in entries if e["kind"] in kinds]
+        if since is not None or until is not None:
+            entries = [e for e in entries if _within(e["occurred_at"], since, until)]
+        entries.reverse()
+        return entries[offset:offset + limit], len(entries)
+
+    def mgts_accounts_of(self, msisdn: str) -> list[dict[str, Any]]:
+        """The MGTS accounts that earn for this member now."""
+        rows = self.db.query(
+            f"SELECT mgts_account, linked_at FROM {self.names.mgts_accounts} WHERE msisdn = ? ORDER BY mgts_account",
+            (msisdn,),
+        )
+        return [{"mgts_account": account, "linked_at": linked_at} for account, linked_at in rows]
 
     def transfers_of(self, msisdn: str) -> list[dict[str, Any]]:
         """The member's transfers, sent and received, newest first. Moments
@@ -148,7 +172,6 @@ class Agenda:
             (as_of.isoformat(),),
         )]
 
-
     def transfers_due(self, as_of: date) -> list[str]:
         """Pending transfers whose acceptance window ran out by the tick's
         moment (00:00 Moscow of `as_of`)."""
@@ -157,6 +180,11 @@ class Agenda:
             "ORDER BY expires_at, transfer_id",
             (utc_text(midnight(as_of)),),
         )]
+
+
+def _within(occurred_at: str, since: date | None, until: date | None) -> bool:
+    day = datetime.fromisoformat(occurred_at).astimezone(MOSCOW).date()
+    return (since is None or day >= since) and (until is None or day <= until)
 
 
 def _last_month_due(as_of: date, settlement_day: int) -> str:

@@ -1,0 +1,111 @@
+"""End to end in headless Chromium (Debian's, driven by Playwright), as a
+person would use it after the README: `accrual serve` on the embedded SQLite
+store, points arriving through `accrual ingest`, sign-in with the code that
+`accrual sms outbox --json` shows, the balance and the history, a gift
+ordered, the balance lower. The screenshot is kept in test-artifacts/."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.programme import TOPICS
+
+pytestmark = pytest.mark.browser
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+MEMBER = "79161234567"
+
+
+def accrual(env, *args) -> str:
+    done = subprocess.run([sys.executable, "-m", "accrual.cli", *args], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(tmp_path):
+    """`accrual serve` on an SQLite file, with a member who has 700 points."""
+    env = {**os.environ, "ACCRUAL_DATABASE_URL": f"sqlite:///{tmp_path / 'accrual.sqlite3'}"}
+    messages = [
+        {"topic": TOPICS["member_enrolled"], "event_id": "e-1", "type": "member_enrolled",
+         "occurred_at": "2026-10-01T10:00:00+03:00", "msisdn": MEMBER, "channel": "shop"},
+        {"topic": TOPICS["ballyplus_transfer"], "event_id": "b-1", "type": "ballyplus_transfer",
+         "occurred_at": "2026-10-05T10:00:00+03:00", "msisdn": MEMBER, "partner_points": 700},
+    ]
+    feed = tmp_path / "feed.jsonl"
+    feed.write_text("".join(json.dumps(m) + "\n" for m in messages))
+    accrual(env, "ingest", str(feed))
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "accrual.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"{base}/login", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("accrual serve did not answer within 20 s")
+        yield base, env
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def test_a_member_signs_in_with_the_sms_code_and_orders_a_gift(served):
+    from playwright.sync_api import expect, sync_playwright
+
+    base, env = served
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        page = browser.new_page(locale="ru-RU", viewport={"width": 1200, "height": 900})
+        try:
+            page.goto(f"{base}/login")
+            page.click("#sms-login")
+            page.fill("input[name=phone]", "+7 916 123-45-67")
+            page.click("button:has-text('Получить код')")
+            expect(page.locator(".message")).to_contain_text("Код отправлен")
+            outbox = json.loads(accrual(env, "sms", "outbox", "--json", "--msisdn", MEMBER))
+            code = re.search(r"\b(\d{6})\b", outbox[0]["text"]).group(1)
+            page.fill("input[name=code]", code)
+            page.click("button:has-text('Войти')")
+            expect(page.locator("#balance")).to_have_text("700")
+
+            page.click("nav >> text=История")
+            expect(page.locator("#history")).to_contain_text("Баллы Плюс")
+            expect(page.locator("#history")).to_contain_text("+700")
+
+            page.click("nav >> text=Каталог")
+            page.click("a:has-text('Мелодии вместо гудков')")
+            page.locator("[data-item=gudok-month] button:has-text('Заказать')").click()
+            expect(page.locator(".message")).to_contain_text("Заказ оформлен")
+            expect(page.locator("#balance")).to_have_text("600")
+            expect(page.locator("#orders")).to_contain_text("оформлен")
+
+            page.click("nav >> text=Баланс")
+            expect(page.locator("#balance")).to_have_text("600")
+            page.screenshot(path=str(ARTIFACTS / "personal-account.png"), full_page=True)
+        finally:
+            browser.close()

@@ -1,0 +1,1 @@
+"""The personal account (личный кабинет): web pages and JSON API."""

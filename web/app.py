@@ -1,0 +1,149 @@
+"""The personal account's ASGI application: `create_app(settings)`.
+
+Wires the engine's runtime, the web tables, the SMS gateway, the catalogue
+and the clock together, and mounts the JSON API (`web.api_*`, described at
+/openapi.json) and the Russian pages (`web.pages_*`)."""
+from __future__ import annotations
+
+import ipaddress
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.staticfiles import StaticFiles
+
+from accrual.runtime import Runtime
+from accrual.settings import Settings
+from web.auth import Auth
+from web.catalog import load_catalog, load_offers
+from web.clock import Clock, SystemClock
+from web.service import Cabinet
+from web.sms import DatabaseOutbox, HttpGateway, SmsGateway
+from web.store import WebStore
+
+MSISDN_HEADER = "X-MSISDN"
+
+
+@dataclass
+class Context:
+    settings: Settings
+    runtime: Runtime
+    store: WebStore
+    auth: Auth
+    cabinet: Cabinet
+    clock: Clock
+    secure_cookies: bool
+
+    def close(self) -> None:
+        self.store.close()
+        self.runtime.close()
+
+
+def open_store(settings: Settings) -> WebStore:
+    store = WebStore(settings.database)
+    store.create_tables()
+    return store
+
+
+def sms_gateway(settings: Settings, store: WebStore) -> SmsGateway:
+    if settings.web.sms_gateway_url:
+        return HttpGateway(settings.web.sms_gateway_url, settings.web.sms_gateway_token)
+    return DatabaseOutbox(store)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    sms: SmsGateway | None = None,
+    secure_cookies: bool | None = None,
+) -> FastAPI:
+    """`secure_cookies` None: Secure unless ACCRUAL_INSECURE_COOKIES=1."""
+    settings = settings or Settings.from_env()
+    clock = clock or SystemClock()
+    runtime = Runtime(settings)
+    store = open_store(settings)
+    auth = Auth(store, clock, sms or sms_gateway(settings, store), settings.web.terms_version)
+    cabinet = Cabinet(
+        runtime, clock, load_catalog(settings.web.catalog_file), load_offers(settings.web.offers_file)
+    )
+    secure = (not settings.web.insecure_cookies) if secure_cookies is None else secure_cookies
+    context = Context(settings, runtime, store, auth, cabinet, clock, secure)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        context.close()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="МТС Бонус — личный кабинет (accrual)",
+        version="1",
+        description="The personal account's JSON API. Members authenticate with `Authorization: Bearer <token>` "
+                    "from /api/v1/auth/*; shop tills with their store key.",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    app.state.context = context
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):  # noqa: ANN202
+        response = await call_next(request)
+        headers = response.headers
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("Referrer-Policy", "same-origin")
+        headers.setdefault("Cache-Control", "no-store")  # balances and tokens are personal
+        if not request.url.path.startswith("/api/docs"):  # the docs page loads its script from a CDN
+            headers.setdefault("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; form-action 'self'")
+            headers.setdefault("X-Frame-Options", "DENY")
+        return response
+    from web import api_member, api_pos, api_signin, pages, pages_member, pages_signin
+
+    for module in (api_signin, api_member, api_pos, pages_signin, pages_member):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=str(resources.files("web") / "static")), name="static")
+    pages.install_error_pages(app)
+
+    return app
+
+
+def context_of(request: Request) -> Context:
+    return request.app.state.context
+
+
+def _peer(request: Request) -> Any:
+    try:
+        return ipaddress.ip_address(request.client.host if request.client else "")
+    except ValueError:
+        return None
+
+
+def from_trusted_proxy(request: Request) -> bool:
+    peer = _peer(request)
+    proxies = context_of(request).settings.web.trusted_proxies
+    return peer is not None and any(peer in network for network in proxies)
+
+
+def client_address(request: Request) -> str:
+    """The subscriber's address for rate limits: the TCP peer, or the last
+    hop of X-Forwarded-For when the peer is a trusted gateway."""
+    if from_trusted_proxy(request):
+        forwarded = request.headers.get("x-forwarded-for", "").split(",")[-1].strip()
+        if forwarded:
+            return forwarded[:64]
+    return request.client.host if request.client else "unknown"
+
+
+def network_msisdn(request: Request) -> str | None:
+    """The number the operator's gateway vouches for: only from a trusted
+    address, only a well-formed msisdn; anything else is ignored."""
+    if not from_trusted_proxy(request):
+        return None
+    value = request.headers.get(MSISDN_HEADER, "").strip()
+    return value if is_msisdn(value) else None
+
+
+def is_msisdn(value: str) -> bool:
+    return len(value) == 11 and value.isdigit() and value.startswith("7")

@@ -1,0 +1,203 @@
+"""The personal account's pages, in Russian, rendered on the server: the
+shared parts (rendering, sessions, CSRF, error pages). The pages are in
+`pages_signin` and `pages_member`.
+
+A page session is a random token in an http-only cookie (Secure unless
+development turned it off, SameSite=Lax). Every form carries a CSRF token:
+the session's own once signed in, before that a random one that must match
+its http-only, SameSite=Strict cookie (double submit)."""
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from engine.calendar import MOSCOW
+from web.api import ApiError, error_response
+from web.app import context_of, is_msisdn
+from web.auth import SESSION_TTL, Session
+from web.catalog import CATEGORIES
+
+SESSION_COOKIE, CSRF_COOKIE = "accrual_session", "accrual_csrf"
+HISTORY_KINDS = {
+    "enrolled": "Регистрация", "accrued": "Начисление", "clawed_back": "Возврат покупки", "expired": "Сгорание",
+    "redeemed": "Списание", "restored": "Отмена списания", "transfer_out": "Перевод", "transfer_in": "Перевод вам",
+    "transfer_returned": "Возврат перевода", "not_eligible": "Без начисления",
+}
+RULES = {"usage": "Услуги связи", "shop": "Салоны МТС", "mgts": "МГТС", "card": "Карта МТС Банка",
+         "ballyplus": "Баллы Плюс"}
+MESSAGES = {  # ?msg= keys; the page never echoes text from the address bar
+    "code_sent": "Код отправлен по SMS. Он действует 5 минут.",
+    "bad_code": "Код неверный или устарел. Запросите новый.",
+    "bad_login": "Неверный номер телефона или пароль.",
+    "bad_phone": "Введите номер в формате +7 XXX XXX-XX-XX.",
+    "terms": "Чтобы войти, примите условия Соглашения.",
+    "slow_down": "Слишком много попыток. Попробуйте позже.",
+    "sms_down": "Не удалось отправить SMS. Попробуйте позже.",
+    "password_set": "Пароль сохранён.",
+    "weak_password": "Пароль: от 8 символов, буквы вместе с цифрами или знаками.",
+    "enrolled": "Вы зарегистрированы в программе МТС Бонус.",
+    "ordered": "Заказ оформлен.",
+    "confirm": "Подтвердите операцию кодом из SMS.",
+    "transfer_sent": "Перевод отправлен. Получатель может принять его в течение 24 часов.",
+    "transfer_done": "Готово.",
+    "insufficient_points": "Недостаточно баллов.",
+    "not_enrolled": "Сначала зарегистрируйтесь в программе.",
+    "recipient_not_enrolled": "Получатель не участвует в программе.",
+    "self_transfer": "Нельзя перевести баллы самому себе.",
+    "invalid_points": "Укажите число баллов больше нуля.",
+    "transfer_expired": "Срок принятия перевода истёк.",
+    "transfer_settled": "Перевод уже завершён.",
+    "refused": "Операция отклонена.",
+}
+
+
+
+def phone(msisdn: str | None) -> str:
+    return f"+7 {msisdn[1:4]} {msisdn[4:7]}-{msisdn[7:9]}-{msisdn[9:11]}" if msisdn and len(msisdn) == 11 else msisdn or ""
+
+
+def source_of(entry: dict[str, Any]) -> str:
+    """Where a history line's points came from, in words."""
+    detail, kind = entry["detail"], entry["kind"]
+    if kind in ("redeemed", "restored"):
+        reference = detail.get("reference") or {}
+        if detail.get("purpose") == "pos":
+            text = f"скидка в салоне МТС {reference.get('store_id', '')}"
+        else:
+            text = f"заказ «{reference.get('title') or reference.get('item_id', '')}»"
+        return text + (" — отменён" if kind == "restored" else "")
+    if kind == "transfer_out":
+        return f"перевод на {phone(detail.get('to'))}"
+    if kind == "transfer_in":
+        return f"перевод от {phone(detail.get('from'))}"
+    if kind == "transfer_returned":
+        return f"возврат перевода на {phone(detail.get('to'))}"
+    if kind == "expired":
+        return "истёк срок действия баллов"
+    if kind == "not_eligible":
+        return f"до регистрации в программе — событие {entry.get('source_event_id') or ''}"
+    parts = [RULES.get(entry["rule"] or "", entry["rule"] or "")]
+    if entry.get("reason"):
+        parts.append(f"({entry['reason']})")
+    if entry.get("source_event_id"):
+        parts.append(f"— событие {entry['source_event_id']}")
+    return " ".join(p for p in parts if p)
+
+
+def moscow(moment: str | None) -> str:
+    """ISO text with any offset -> 'YYYY-MM-DD HH:MM' in Moscow time."""
+    if not moment:
+        return ""
+    try:
+        return datetime.fromisoformat(moment).astimezone(MOSCOW).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return moment
+
+
+templates = Jinja2Templates(directory=str(resources.files("web") / "templates"))
+templates.env.globals.update(categories=CATEGORIES, kinds=HISTORY_KINDS, rules=RULES, source_of=source_of)
+templates.env.filters["phone"] = phone
+templates.env.filters["moscow"] = moscow
+
+
+class Redirect(Exception):
+    def __init__(self, url: str):
+        self.url = url
+
+
+def normalize_phone(text: str) -> str | None:
+    digits = "".join(ch for ch in text if ch.isdigit())
+    if len(digits) == 10:
+        digits = "7" + digits
+    if len(digits) == 11 and digits[0] == "8":
+        digits = "7" + digits[1:]
+    return digits if is_msisdn(digits) else None
+
+
+def session_of(request: Request) -> Session | None:
+    token = request.cookies.get(SESSION_COOKIE, "")
+    return context_of(request).auth.session(token, "page") if token else None
+
+
+def signed_in(request: Request) -> Session:
+    session = session_of(request)
+    if session is None:
+        raise Redirect("/login")
+    return session
+
+
+def check_csrf(request: Request, token: str) -> None:
+    session = session_of(request)
+    expected = session.csrf if session else request.cookies.get(CSRF_COOKIE, "")
+    if not expected or not secrets.compare_digest(expected, token):
+        raise ApiError(403, "csrf", "the form is stale; reload the page")
+
+
+def render(request: Request, name: str, status: int = 200, **values: Any) -> HTMLResponse:
+    session = values.get("session", session_of(request))
+    csrf = session.csrf if session else request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+    message = MESSAGES.get(request.query_params.get("msg", ""))
+    response = templates.TemplateResponse(
+        request, name, {"session": session, "csrf": csrf, "message": message, **values}, status_code=status
+    )
+    if session is None and request.cookies.get(CSRF_COOKIE) != csrf:
+        cookie(request, response, CSRF_COOKIE, csrf, samesite="strict")
+    return response
+
+
+def cookie(request: Request, response: Response, name: str, value: str, samesite: str = "lax") -> None:
+    response.set_cookie(
+        name, value, max_age=int(SESSION_TTL.total_seconds()), httponly=True,
+        secure=context_of(request).secure_cookies, samesite=samesite, path="/",
+    )
+
+
+def go(url: str, msg: str | None = None) -> RedirectResponse:
+    if msg:
+        url += ("&" if "?" in url else "?") + "msg=" + quote(msg)
+    return RedirectResponse(url, status_code=303)
+
+
+def sign_in(request: Request, msisdn: str, via: str) -> RedirectResponse:
+    auth = context_of(request).auth
+    auth.accept_terms(msisdn)
+    token, _ = auth.open_session(msisdn, "page", via)
+    response = go("/account")
+    cookie(request, response, SESSION_COOKIE, token)
+    response.delete_cookie(CSRF_COOKIE, path="/")
+    return response
+
+
+def install_error_pages(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    def _api_error(request: Request, error: ApiError) -> Response:
+        if request.url.path.startswith("/api/"):
+            return error_response(error)
+        return render(request, "error.html", status=error.status, detail=error.detail)
+
+    @app.exception_handler(Redirect)
+    def _redirect(request: Request, redirect: Redirect) -> Response:
+        return go(redirect.url)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(request: Request, error: RequestValidationError) -> Response:
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": _plain(error.errors())}, status_code=422)
+        return render(request, "error.html", status=400, detail="Проверьте заполнение формы.")
+
+
+def _plain(errors: Any) -> list[dict[str, Any]]:
+    return [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in errors]
+
+
+def confirmed(request: Request, session: Session, code: str) -> bool:
+    return not session.must_confirm or context_of(request).auth.check_code(session.msisdn, "confirm", code.strip())

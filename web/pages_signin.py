@@ -1,0 +1,200 @@
+"""Pages for signing in (password, SMS code, the operator's network), the
+agreement, restoring a password, and Settings."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import Response
+
+from web.app import client_address, context_of, network_msisdn
+from web.auth import TooManyRequests, WeakPassword, check_password_strength
+from web.pages import (
+    MESSAGES, SESSION_COOKIE, check_csrf, go, normalize_phone, render, session_of, sign_in, signed_in,
+)
+from web.sms import SmsError
+
+router = APIRouter(include_in_schema=False)
+
+
+# -- signing in ---------------------------------------------------------------------------------
+
+
+@router.get("/")
+def home(request: Request) -> Response:
+    return go("/account" if session_of(request) else "/login")
+
+
+@router.get("/login")
+def login_page(request: Request) -> Response:
+    if session_of(request):
+        return go("/account")
+    network = network_msisdn(request)
+    auth = context_of(request).auth
+    if network and (auth.accepted_terms(network) or ("",))[0] == auth.terms_version:
+        return sign_in(request, network, "network")  # the agreement is accepted already: straight in
+    return render(request, "login.html", network=network, terms_version=auth.terms_version)
+
+
+@router.post("/login")
+def login(request: Request, phone: str = Form(""), password: str = Form(""), csrf: str = Form(""),
+          accept: str = Form("")) -> Response:
+    check_csrf(request, csrf)
+    msisdn = normalize_phone(phone)
+    if msisdn is None:
+        return go("/login", "bad_phone")
+    if accept != "yes":
+        return go("/login", "terms")
+    try:
+        ok = context_of(request).auth.check_password(msisdn, password[:128])
+    except TooManyRequests:
+        return go("/login", "slow_down")
+    return sign_in(request, msisdn, "password") if ok else go("/login", "bad_login")
+
+
+@router.post("/login/network")
+def login_network(request: Request, csrf: str = Form(""), accept: str = Form("")) -> Response:
+    check_csrf(request, csrf)
+    msisdn = network_msisdn(request)
+    if msisdn is None:
+        return go("/login")
+    if accept != "yes":
+        return go("/login", "terms")
+    return sign_in(request, msisdn, "network")
+
+
+@router.get("/login/sms")
+def sms_page(request: Request) -> Response:
+    return render(request, "login_sms.html", phone=None)
+
+
+def _send(request: Request, msisdn: str, purpose: str) -> str | None:
+    """Sends a code; returns a message key if it was not sent."""
+    try:
+        context_of(request).auth.send_code(msisdn, purpose, client_address(request))
+    except TooManyRequests:
+        return "slow_down"
+    except SmsError:
+        return "sms_down"
+    return None
+
+
+@router.post("/login/sms")
+def sms_send(request: Request, phone: str = Form(""), csrf: str = Form("")) -> Response:
+    check_csrf(request, csrf)
+    msisdn = normalize_phone(phone)
+    if msisdn is None:
+        return go("/login/sms", "bad_phone")
+    failed = _send(request, msisdn, "login")
+    if failed:
+        return go("/login/sms", failed)
+    return render(request, "login_sms.html", phone=msisdn, message=MESSAGES["code_sent"])
+
+
+@router.post("/login/sms/verify")
+def sms_verify(request: Request, phone: str = Form(""), code: str = Form(""), csrf: str = Form(""),
+               accept: str = Form("")) -> Response:
+    check_csrf(request, csrf)
+    msisdn = normalize_phone(phone)
+    if msisdn is None:
+        return go("/login/sms", "bad_phone")
+    if accept != "yes":
+        return render(request, "login_sms.html", phone=msisdn, message=MESSAGES["terms"])
+    if not context_of(request).auth.check_code(msisdn, "login", code.strip()[:6]):
+        return render(request, "login_sms.html", phone=msisdn, message=MESSAGES["bad_code"])
+    return sign_in(request, msisdn, "code")
+
+
+@router.post("/logout")
+def logout(request: Request, csrf: str = Form("")) -> Response:
+    check_csrf(request, csrf)
+    token = request.cookies.get(SESSION_COOKIE, "")
+    if token:
+        context_of(request).auth.close_session(token)
+    response = go("/login")
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.get("/terms")
+def terms(request: Request) -> Response:
+    return render(request, "terms.html", terms_version=context_of(request).auth.terms_version)
+
+
+# -- passwords: restore (signed out) and set or change (Settings) ----------------------------------
+
+
+@router.get("/password/restore")
+def restore_page(request: Request) -> Response:
+    return render(request, "restore.html", phone=None)
+
+
+@router.post("/password/restore")
+def restore_send(request: Request, phone: str = Form(""), csrf: str = Form("")) -> Response:
+    check_csrf(request, csrf)
+    msisdn = normalize_phone(phone)
+    if msisdn is None:
+        return go("/password/restore", "bad_phone")
+    failed = _send(request, msisdn, "password")
+    if failed:
+        return go("/password/restore", failed)
+    return render(request, "restore.html", phone=msisdn, message=MESSAGES["code_sent"])
+
+
+def _new_password(request: Request, msisdn: str, code: str, password: str) -> str:
+    """Sets the password if the code is right; returns the message key."""
+    try:
+        check_password_strength(password)
+    except WeakPassword:
+        return "weak_password"
+    auth = context_of(request).auth
+    if not auth.check_code(msisdn, "password", code.strip()[:6]):
+        return "bad_code"
+    auth.set_password(msisdn, password)
+    return "password_set"
+
+
+@router.post("/password/restore/confirm")
+def restore_confirm(request: Request, phone: str = Form(""), code: str = Form(""), password: str = Form(""),
+                    csrf: str = Form("")) -> Response:
+    check_csrf(request, csrf)
+    msisdn = normalize_phone(phone)
+    if msisdn is None:
+        return go("/password/restore", "bad_phone")
+    outcome = _new_password(request, msisdn, code, password)
+    if outcome == "password_set":
+        return go("/login", outcome)
+    return render(request, "restore.html", phone=msisdn, message=MESSAGES[outcome])
+
+
+@router.get("/settings")
+def settings_page(request: Request) -> Response:
+    session = signed_in(request)
+    auth = context_of(request).auth
+    return render(request, "settings.html", has_password=auth.has_password(session.msisdn),
+                  terms=auth.accepted_terms(session.msisdn), code_sent=request.query_params.get("sent") == "1")
+
+
+@router.post("/settings/code")
+def settings_code(request: Request, csrf: str = Form("")) -> Response:
+    check_csrf(request, csrf)
+    session = signed_in(request)
+    failed = _send(request, session.msisdn, "password")
+    return go("/settings", failed) if failed else go("/settings?sent=1", "code_sent")
+
+
+@router.post("/settings/password")
+def settings_password(request: Request, code: str = Form(""), password: str = Form(""),
+                      csrf: str = Form("")) -> Response:
+    check_csrf(request, csrf)
+    session = signed_in(request)
+    outcome = _new_password(request, session.msisdn, code, password)
+    return go("/settings" if outcome == "password_set" else "/settings?sent=1", outcome)
+
+
+@router.post("/confirm/code")
+def confirm_code(request: Request, csrf: str = Form(""), back: str = Form("/account")) -> Response:
+    """A code that confirms spending, for sessions opened by the network header."""
+    check_csrf(request, csrf)
+    session = signed_in(request)
+    failed = _send(request, session.msisdn, "confirm")
+    back = back if back in ("/catalog", "/transfers") else "/account"
+    return go(back, failed or "code_sent")
