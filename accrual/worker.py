@@ -59,6 +59,7 @@ TICK_TABLE = "CREATE TABLE IF NOT EXISTS worker_ticks (name TEXT PRIMARY KEY, as
 COUNTS_TABLE = "CREATE TABLE IF NOT EXISTS worker_counts (outcome TEXT PRIMARY KEY, messages BIGINT NOT NULL)"
 _MAX_CATCH_UP_DAYS = 62
 _STORE_ATTEMPTS = 6
+_TICK_WAIT_FOR_LAG = 600.0
 
 
 def _is_store_error(error: BaseException) -> bool:
@@ -271,8 +272,8 @@ class Worker:
                         continue
                 sent = await self._publish_once(producer)
                 if self.ws.auto_tick and time.monotonic() >= next_tick_check:
-                    next_tick_check = time.monotonic() + 30
                     await self._tick_if_due()
+                    next_tick_check = time.monotonic() + (5 if self._tick_waiting_since else 30)
                 if not sent:
                     await _sleep(self.stopping, 0.02)
         finally:
@@ -311,6 +312,8 @@ class Worker:
         )
         last = date.fromisoformat(rows[0][0]) if rows else today - timedelta(days=1)
         day = max(last + timedelta(days=1), today - timedelta(days=_MAX_CATCH_UP_DAYS))
+        if day > today or not await self._caught_up():
+            return
         while day <= today and not self.stopping.is_set():
             started = time.perf_counter()
             report = await loop.run_in_executor(self.apply_thread, self.runtime.tick, day)
@@ -321,6 +324,32 @@ class Worker:
                 "as_of": day.isoformat(), "settled": report.settled, "expired_points": report.expired_points,
                 "seconds": round(time.perf_counter() - started, 2)}})
             day += timedelta(days=1)
+
+    async def _caught_up(self) -> bool:
+        """The tick closes the day on what has arrived: while the group still
+        lags (a backlog after downtime, a burst at midnight), it waits, for
+        at most `_TICK_WAIT_FOR_LAG` seconds after it first became due."""
+        from accrual.status import kafka_lag
+
+        try:
+            lag = sum(row["lag"] for row in await kafka_lag(self.ws.bootstrap, self.names))
+        except Exception as error:  # no lag figure: do not hold the close back for it
+            logger.warning("lag unknown before the tick", extra={"fields": {"error": str(error)}})
+            return True
+        now = time.monotonic()
+        if lag == 0:
+            self._tick_waiting_since = None
+            return True
+        if self._tick_waiting_since is None:
+            self._tick_waiting_since = now
+            logger.info("daily tick due: waiting for the group to catch up", extra={"fields": {"lag": lag}})
+        if now - self._tick_waiting_since < _TICK_WAIT_FOR_LAG:
+            return False
+        logger.warning("daily tick runs with the group still lagging", extra={"fields": {"lag": lag}})
+        self._tick_waiting_since = None
+        return True
+
+    _tick_waiting_since: float | None = None
 
     def _record_tick(self, day: date) -> None:
         with self.publisher.db.transaction() as tx:
