@@ -147,6 +147,7 @@ class WorkerSettings:
     auto_tick: bool
     tick_after_minutes: int  # minutes after 00:00 Moscow time the daily tick runs
     replication_factor: int
+    batch_size: int  # records per poll, applied in one transaction
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> WorkerSettings:
@@ -168,4 +169,5 @@ class WorkerSettings:
             auto_tick=tick == "on",
             tick_after_minutes=int(after),
             replication_factor=_positive_int(env, "KAFKA_REPLICATION_FACTOR", 1),
+            batch_size=_positive_int(env, "ACCRUAL_WORKER_BATCH_SIZE", 2000),
         )

@@ -130,7 +130,7 @@ class Worker:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
-            max_poll_records=self.settings.batch_size,
+            max_poll_records=self.ws.batch_size,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=2_000,
@@ -144,7 +144,7 @@ class Worker:
             "group": self.names.group, "topics": self.names.inbound, "store": self.settings.database.redacted()}})
         try:
             while not self.stopping.is_set():
-                records = await consumer.getmany(timeout_ms=100, max_records=self.settings.batch_size)
+                records = await consumer.getmany(timeout_ms=100, max_records=self.ws.batch_size)
                 if records:
                     await self._apply(consumer, records)
                 if leader.done():

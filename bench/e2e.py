@@ -178,7 +178,13 @@ def latency(args: argparse.Namespace) -> dict:
     finally:
         worker.kill()
     buckets, total, count = histogram(text, "accrual_visible_seconds")
+    _, batch_seconds, batches = histogram(text, "accrual_batch_seconds")
+    _, batch_messages, _ = histogram(text, "accrual_batch_messages")
+    _, store_seconds, _ = histogram(text, "accrual_store_commit_seconds")
     return {
+        "batches": int(batches), "mean_batch_messages": round(batch_messages / batches) if batches else None,
+        "mean_batch_ms": round(batch_seconds / batches * 1000, 1) if batches else None,
+        "mean_insert_commit_ms": round(store_seconds / batches * 1000, 1) if batches else None,
         "bench": "e2e-latency", "machine": machine(), "date": time.strftime("%Y-%m-%d"),
         "rate_asked": args.rate, "rate_sent": round(sent[0] / sent[1]), "messages": int(count),
         "p50_ms": round(quantile(buckets, 0.5) * 1000), "p99_ms": round(quantile(buckets, 0.99) * 1000),
