@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import random
 import time
 import urllib.request
@@ -351,18 +352,24 @@ def run_with_kills(workers: list[WorkerProcess], names, bootstrap: str, rng: ran
     return done
 
 
+# dev/soak-worker runs this longer: more seeds, more events, more kills.
+CRASH_SEEDS = [int(s) for s in os.environ.get("ACCRUAL_WORKER_SOAK_SEEDS", "1,2,3").split(",") if s.strip()]
+CRASH_EVENTS = int(os.environ.get("ACCRUAL_WORKER_SOAK_EVENTS", "50000"))
+CRASH_KILLS = int(os.environ.get("ACCRUAL_WORKER_SOAK_KILLS", "6"))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", CRASH_SEEDS)
 def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(
     seed, postgres_url, kafka_bootstrap, kafka_prefix, tmp_path
 ):
     names = names_for(kafka_prefix)
-    lines = produce(kafka_bootstrap, kafka_prefix, workload(tmp_path, 50_000, seed))
-    assert len(lines) >= 49_000
+    lines = produce(kafka_bootstrap, kafka_prefix, workload(tmp_path, CRASH_EVENTS, seed))
+    assert len(lines) >= CRASH_EVENTS * 0.98
     worker = WorkerProcess(worker_env(postgres_url, kafka_bootstrap, kafka_prefix), tmp_path / "worker.log").start()
     try:
-        kills = run_with_kills([worker], names, kafka_bootstrap, random.Random(seed), kills=6)
-        wait_for_lag_zero(kafka_bootstrap, names, timeout=600, workers=[worker])
+        kills = run_with_kills([worker], names, kafka_bootstrap, random.Random(seed), kills=CRASH_KILLS)
+        wait_for_lag_zero(kafka_bootstrap, names, timeout=max(600, CRASH_EVENTS / 100), workers=[worker])
         assert kills >= 1, "the run ended before the first kill: nothing was tested"
         cli(postgres_url, "tick", "--as-of", TICK)
         got = outcome(postgres_url)
