@@ -259,18 +259,28 @@ class Worker:
                         await _sleep(self.stopping, 2.0)
                         continue
                     logger.info("leadership taken: publishing the outbound topics and running the daily tick")
-                    producer = new_producer(self.ws.bootstrap)
-                    await producer.start()
-                    await self.publisher.recover(self.ws.bootstrap)
+                if producer is None:
+                    try:
+                        producer = new_producer(self.ws.bootstrap)
+                        await producer.start()
+                        await self.publisher.recover(self.ws.bootstrap)
+                    except KafkaError as error:
+                        producer = await self._publisher_failed(producer, error)
+                        continue
                 if time.monotonic() >= next_lock_check:
                     next_lock_check = time.monotonic() + 5
                     if not await loop.run_in_executor(self.publish_thread, self.leadership.still_held):
                         logger.warning("leadership lost (the lock's database session ended); standing down")
-                        await _quietly(producer.stop())
+                        if producer is not None:
+                            await _quietly(producer.stop())
                         producer = None
                         metrics.LEADER.set(0)
                         continue
-                sent = await self._publish_once(producer)
+                try:
+                    sent = await self._publish_once(producer)
+                except KafkaError as error:
+                    producer = await self._publisher_failed(producer, error)
+                    continue
                 if self.ws.auto_tick and time.monotonic() >= next_tick_check:
                     await self._tick_if_due()
                     next_tick_check = time.monotonic() + (5 if self._tick_waiting_since else 30)
@@ -280,6 +290,16 @@ class Worker:
             if producer is not None:
                 await _quietly(producer.stop())
             metrics.LEADER.set(0)
+
+    async def _publisher_failed(self, producer: Any, error: Exception) -> None:
+        """Kafka refused or timed out: the chunk's position was not committed,
+        so it is sent again after `recover` (which skips what got through)."""
+        logger.warning("publishing failed; retrying with a new producer in 5 s",
+                       extra={"fields": {"error": f"{type(error).__name__}: {error}"}})
+        if producer is not None:
+            await _quietly(producer.stop())
+        await _sleep(self.stopping, 5.0)
+        return None
 
     async def _publish_once(self, producer: Any) -> int:
         loop = asyncio.get_running_loop()
