@@ -233,7 +233,10 @@ class Worker:
             metrics.MESSAGES.labels(outcome).inc(count)
         for reason, count in report.rejected.items():
             metrics.REJECTED.labels(reason).inc(count)
+        assigned = consumer.assignment()
         for tp in records:
+            if tp not in assigned:
+                continue  # revoked while the batch was applied (a rebalance)
             high = consumer.highwater(tp)
             if high is not None:
                 metrics.LAG.labels(tp.topic, str(tp.partition)).set(max(high - (records[tp][-1].offset + 1), 0))
