@@ -174,9 +174,11 @@ class Worker:
         report = await self._process_with_retries(inbound)
         if report is None:
             return  # stopping: nothing committed, the batch is redelivered to the next owner
-        offsets = {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in records.items()}
+        assigned = consumer.assignment()  # a rebalance may have revoked some meanwhile: their new owner redelivers
+        offsets = {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in records.items() if tp in assigned}
         try:
-            await consumer.commit(offsets)
+            if offsets:
+                await consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as error:
             # The group rebalanced meanwhile: the new owner gets these
             # messages again, and the inbox makes them duplicates.
