@@ -77,16 +77,22 @@ def _send(request: Request, msisdn: str, purpose: str) -> str | None:
     return None
 
 
-@router.post("/login/sms")
-def sms_send(request: Request, phone: str = Form(""), csrf: str = Form("")) -> Response:
+def _send_code_page(request: Request, phone: str, csrf: str, purpose: str, path: str, template: str) -> Response:
+    """A form that sends a code: the number checked, the code sent, the
+    form again with the number filled in (or back to `path` with why not)."""
     check_csrf(request, csrf)
     msisdn = normalize_phone(phone)
     if msisdn is None:
-        return go("/login/sms", "bad_phone")
-    failed = _send(request, msisdn, "login")
+        return go(path, "bad_phone")
+    failed = _send(request, msisdn, purpose)
     if failed:
-        return go("/login/sms", failed)
-    return render(request, "login_sms.html", phone=msisdn, message=MESSAGES["code_sent"])
+        return go(path, failed)
+    return render(request, template, phone=msisdn, message=MESSAGES["code_sent"])
+
+
+@router.post("/login/sms")
+def sms_send(request: Request, phone: str = Form(""), csrf: str = Form("")) -> Response:
+    return _send_code_page(request, phone, csrf, "login", "/login/sms", "login_sms.html")
 
 
 @router.post("/login/sms/verify")
@@ -129,14 +135,7 @@ def restore_page(request: Request) -> Response:
 
 @router.post("/password/restore")
 def restore_send(request: Request, phone: str = Form(""), csrf: str = Form("")) -> Response:
-    check_csrf(request, csrf)
-    msisdn = normalize_phone(phone)
-    if msisdn is None:
-        return go("/password/restore", "bad_phone")
-    failed = _send(request, msisdn, "password")
-    if failed:
-        return go("/password/restore", failed)
-    return render(request, "restore.html", phone=msisdn, message=MESSAGES["code_sent"])
+    return _send_code_page(request, phone, csrf, "password", "/password/restore", "restore.html")
 
 
 def _new_password(request: Request, msisdn: str, code: str, password: str) -> str:
