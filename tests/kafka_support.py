@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from accrual.kafka import Names, create_topics
 from accrual.streams import load_streams
@@ -158,7 +159,15 @@ def total_lag(bootstrap: str, names: Names) -> tuple[int, int]:
 def wait_for_lag_zero(bootstrap: str, names: Names, timeout: float = 120, workers: list | None = None) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        lag, _ = total_lag(bootstrap, names)
+        try:
+            lag, _ = total_lag(bootstrap, names)
+        except KafkaError as error:
+            # A broker that has only just started answers "coordinator not
+            # available" until it has loaded the group's offsets partition.
+            if not error.retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+            continue
         if lag == 0:
             return
         for worker in workers or ():
