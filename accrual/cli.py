@@ -15,7 +15,7 @@ from rich.table import Table
 from accrual.intake import read_batches
 from accrual.runtime import Runtime
 from accrual.settings import Settings, SettingsError
-from engine.application import APPLIED, DUPLICATE, HELD, NOT_ELIGIBLE, REJECTED, Report
+from engine.messages import APPLIED, DUPLICATE, HELD, NOT_ELIGIBLE, REJECTED, Report
 from engine.calendar import MOSCOW
 from engine.rules import RulesFileError
 

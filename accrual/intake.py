@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 
-from engine.application import Inbound
-from schemas import MessageRejected, content_fingerprint, parse_line, parse_message
+from engine.messages import Inbound
+from schemas import MessageRejected, content_fingerprint, legacy_content_fingerprint, parse_line, parse_message
 
 UNKNOWN_TOPIC = "(unknown)"
 
@@ -61,6 +62,7 @@ def _accepted(topic: str, event, raw: bytes, received_at: datetime, **where) -> 
         topic=topic,
         key=event.event_id,
         fingerprint=content_fingerprint(event),
+        legacy_fingerprint=partial(legacy_content_fingerprint, event),
         original=raw,
         received_at=received_at,
         event=event,

@@ -49,24 +49,7 @@ STATE_TABLES = (
     " account_id TEXT PRIMARY KEY, msisdn TEXT NOT NULL, balance BIGINT NOT NULL, version BIGINT NOT NULL)",
 )
 
-# How each member-account event changes the balance (the same arithmetic as
-# the aggregate's; the read models and this follower derive it from events).
-# `points` of a restore, a return or an incoming transfer is what was
-# credited (lapsed portions are listed apart).
-_CREDITS = {"PointsAccrued", "PointsRestored", "TransferReturned"}
-_DEBITS = {"PointsClawedBack", "PointsExpired", "PointsRedeemed"}
 _EVENT_TYPE = {"Opened": "AccountOpened"}
-
-
-def balance_change(event: Any) -> int:
-    name = type(event).__name__
-    if name in _CREDITS:
-        return int(event.points)
-    if name in _DEBITS:
-        return -int(event.points)
-    if name == "PointsTransferred":
-        return int(event.points) if event.direction == "in" else -int(event.points)
-    return 0
 
 
 def _reason(event: Any) -> str | None:
@@ -149,7 +132,7 @@ class Publisher:
                 msisdn, balance, version = state[account]
                 if event.originator_version <= version and not isinstance(event, MemberAccount.Opened):
                     continue  # already folded in (cannot happen with one publisher; kept safe)
-                delta = balance_change(event)
+                delta = event.effect.points
                 balance += delta
                 state[account] = [msisdn, balance, event.originator_version]
                 out.append(self._points_event(event, msisdn, delta, balance, notification_id))
@@ -187,6 +170,7 @@ class Publisher:
 
     def _points_event(self, e: Any, msisdn: str, delta: int, balance: int, notification_id: int) -> Outgoing:
         name = type(e).__name__
+        lot = getattr(e, "lot", None)  # a credit's new lot
         message = PointsEventMessage(
             msisdn=msisdn,
             account_version=e.originator_version,
@@ -197,8 +181,8 @@ class Publisher:
             source_event_id=(getattr(e, "source_event_id", None) or getattr(e, "debit_id", None)
                              or getattr(e, "transfer_id", None)),
             occurred_at=e.timestamp,
-            lot_date=getattr(e, "lot_date", None),
-            expires_on=getattr(e, "expires_on", None),
+            lot_date=lot.lot_date.isoformat() if lot else None,
+            expires_on=lot.expires_on.isoformat() if lot else None,
             balance_after=balance,
         )
         return self._record(self.names.points_events, msisdn.encode(), message.model_dump_json().encode(),

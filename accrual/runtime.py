@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from accrual.settings import Settings
 from accrual.storage import open_application
-from engine.application import Inbound, Report
+from engine.messages import Inbound, Report
 from projections.db import Database
 from projections.projector import Projector
 from projections.queries import Agenda, ReadModels

@@ -46,7 +46,7 @@ from accrual.leadership import Leadership
 from accrual.publisher import Publisher, new_producer
 from accrual.runtime import Runtime, schema_lock
 from accrual.settings import Settings, WorkerSettings
-from engine.application import Report
+from engine.messages import Report
 from engine.calendar import MOSCOW
 from projections.db import Database
 
@@ -203,7 +203,7 @@ class Worker:
                 delay = min(0.5 * 2 ** attempt, 15)
                 logger.warning("store error; the batch will be applied again", extra={"fields": {
                     "error": f"{type(error).__name__}: {error}", "attempt": attempt, "retry_in_s": delay}})
-                self.runtime.app._forget_cached_aggregates()
+                self.runtime.app.forget()
                 await _sleep(self.stopping, delay)
                 if self.stopping.is_set():
                     return None
@@ -212,7 +212,7 @@ class Worker:
     def _process(self, inbound: list) -> Report:
         if self.forget_cache:
             self.forget_cache = False
-            self.runtime.app._forget_cached_aggregates()
+            self.runtime.app.forget()
         report = self.runtime.app.process(inbound)
         self.runtime.projector.flush()
         with self.runtime.db.transaction() as tx:

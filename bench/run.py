@@ -217,7 +217,7 @@ def _child_ticks(spec: dict[str, Any]) -> dict[str, Any]:
     from datetime import date
 
     from accrual.runtime import Runtime
-    from engine.application import Report
+    from engine.messages import Report
 
     plan = json.loads(Path(spec["plan"]).read_text())
     ticks = plan["ticks"]

@@ -7,13 +7,21 @@ member's debits (rule 10: catalogue orders, shop discounts), so that a debit
 can be cancelled back into the lots it came from.
 
 Commands compute what happens with the pure helpers (`lots`, `rules`,
-`calendar`) and then trigger one event that records only the result; the
-events' `apply` methods only assign, so replay needs no clock and no rules.
-Every event's timestamp is a moment of the programme (the source event's
-`occurred_at` or the tick's moment), never the wall clock.
+`calendar`) and then trigger one event that records only the result. Every
+event states its `effect` on the points (`engine.effects`): `apply` takes
+that effect, then `record` keeps what else the event says. So replay needs
+no clock and no rules, and the read models and the publisher read the same
+effect instead of doing the arithmetic again. Every event's timestamp is a
+moment of the programme (the source event's `occurred_at` or the tick's
+moment), never the wall clock.
+
+Stored shapes: version 2 of the events and of the snapshots holds value
+objects (`Lot`, `Allocation`, `Portion`, `CardMonth`, ...) where version 1
+held positional lists; the `upcast_v1_v2` methods read version 1.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -22,8 +30,10 @@ from eventsourcing.domain import Aggregate
 
 from engine import lots as lotbook
 from engine.calendar import add_months, midnight, month_of, moscow_date, settlement_date, shift_month
+from engine.effects import NO_EFFECT, Effect
 from engine.errors import AlreadyEnrolledError, InsufficientPointsError, NotEnrolledError
 from engine.ids import member_id
+from engine.lots import Allocation, Lot, Portion
 from engine.rules import RuleSet, points_for
 
 USAGE, SHOP, MGTS, CARD, BALLYPLUS = "usage", "shop", "mgts", "card", "ballyplus"
@@ -32,29 +42,111 @@ TRANSFER = "transfer"  # the rule of a lot received from another member
 DEBITED, CANCELLED = "debited", "cancelled"
 OUT, IN = "out", "in"  # the two sides of a member-to-member transfer
 
-_NET, _SETTLED = 0, 1  # positions in a card month: [net spend, points settled or None]
+
+@dataclass(frozen=True, slots=True)
+class HeldMessage:
+    """An inbound message kept until the member enrolls (rule 1)."""
+
+    topic: str
+    message: dict
+
+
+@dataclass(frozen=True, slots=True)
+class CardMonth:
+    """A month of card spend: purchases minus refunds, and the points its
+    last settlement gave (None: not settled yet)."""
+
+    net: Decimal
+    settled: int | None = None
+
+    @property
+    def spend(self) -> Decimal:
+        """spend(M), floored at 0."""
+        return max(self.net, Decimal(0))
+
+
+@dataclass(frozen=True, slots=True)
+class DebitRecord:
+    """A debit as the account remembers it, so that it can be cancelled
+    back into the lots it came from."""
+
+    purpose: str
+    points: int
+    reference: dict
+    portions: tuple[Portion, ...]
+    status: str  # DEBITED | CANCELLED
+    balance_after: int
+    created_at: datetime
+
+
+def _portions(items: list) -> tuple[Portion, ...]:
+    """Version-1 portions: [lot_id, points, lot_date, expires_on]."""
+    return tuple(Portion(i, p, date.fromisoformat(d), date.fromisoformat(e)) for i, p, d, e in items)
+
+
+def _allocations(items: list) -> tuple[Allocation, ...]:
+    """Version-1 allocations: [lot_id, points]."""
+    return tuple(Allocation(i, p) for i, p in items)
 
 
 class MemberAccount(Aggregate):
+    class_version = 2
+
+    class Event(Aggregate.Event):
+        @property
+        def effect(self) -> Effect:
+            raise NotImplementedError(f"{type(self).__qualname__} does not state its effect on the points")
+
+        def apply(self, account: MemberAccount) -> None:
+            effect = self.effect
+            if effect is not NO_EFFECT:
+                account.lots = effect.apply_to(account.lots)
+                account.balance += effect.points
+                account.uncollected += effect.uncollected
+                for lot in effect.opened:
+                    account.next_lot_id = max(account.next_lot_id, lot.lot_id + 1)
+                assert account.balance >= 0, "the balance is never negative"
+            self.record(account)
+
+        def record(self, account: MemberAccount) -> None:
+            """What the event keeps beside the points."""
+
     class Opened(Aggregate.Created):
         msisdn: str
+        effect = NO_EFFECT
 
     def __init__(self, msisdn: str):
         self.msisdn = msisdn
         self.enrolled_at: datetime | None = None
         self.channel: str | None = None
-        self.held: list[dict[str, Any]] = []
-        self.lots: list[lotbook.Lot] = []
+        self.held: list[HeldMessage] = []
+        self.lots: list[Lot] = []
         self.next_lot_id = 1
         self.balance = 0
         self.uncollected = 0
         self.usage_months: dict[str, Decimal] = {}
-        self.card_months: dict[str, list] = {}
-        self.debits: dict[str, dict[str, Any]] = {}
+        self.card_months: dict[str, CardMonth] = {}
+        self.debits: dict[str, DebitRecord] = {}
 
     @classmethod
     def open(cls, msisdn: str, at: datetime) -> MemberAccount:
         return cls._create(cls.Opened, id=member_id(msisdn), msisdn=msisdn, timestamp=at)
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """A snapshot of version 1: lots, card months, held events and debits
+        as lists and dicts."""
+        state["lots"] = [Lot(i, date.fromisoformat(d), date.fromisoformat(e), r) for i, d, e, r in state["lots"]]
+        state["held"] = [HeldMessage(h["topic"], h["message"]) for h in state["held"]]
+        state["card_months"] = {m: CardMonth(net, settled) for m, (net, settled) in state["card_months"].items()}
+        state["debits"] = {  # snapshots from before rule 10 have none
+            debit_id: DebitRecord(
+                purpose=d["purpose"], points=d["points"], reference=d["reference"],
+                portions=_portions(d["allocations"]), status=d["status"], balance_after=d["balance_after"],
+                created_at=datetime.fromisoformat(d["created_at"]),
+            )
+            for debit_id, d in state.get("debits", {}).items()
+        }
 
     # -- rule 1: membership ------------------------------------------------
 
@@ -66,7 +158,7 @@ class MemberAccount(Aggregate):
         """Only what happens at or after the enrollment time earns points."""
         return self.enrolled_at is not None and moment >= self.enrolled_at
 
-    def enroll(self, source_event_id: str, enrolled_at: datetime, channel: str) -> list[dict[str, Any]]:
+    def enroll(self, source_event_id: str, enrolled_at: datetime, channel: str) -> list[HeldMessage]:
         """Opens the member's participation; returns the events held until now,
         in arrival order, for the caller to apply as if they arrived now."""
         self.check_not_enrolled(enrolled_at)
@@ -88,13 +180,14 @@ class MemberAccount(Aggregate):
                 f"the enrollment at {enrolled_at.isoformat()} changes nothing"
             )
 
-    class MemberEnrolled(Aggregate.Event):
+    class MemberEnrolled(Event):
         source_event_id: str
         enrolled_at: datetime
         channel: str
         released: int
+        effect = NO_EFFECT
 
-        def apply(self, account: MemberAccount) -> None:
+        def record(self, account: MemberAccount) -> None:
             account.enrolled_at = self.enrolled_at
             account.channel = self.channel
             account.held = []
@@ -106,13 +199,14 @@ class MemberAccount(Aggregate):
             self.EventHeld, topic=topic, source_event_id=source_event_id, message=message, timestamp=occurred_at
         )
 
-    class EventHeld(Aggregate.Event):
+    class EventHeld(Event):
         topic: str
         source_event_id: str
         message: dict
+        effect = NO_EFFECT
 
-        def apply(self, account: MemberAccount) -> None:
-            account.held.append({"topic": self.topic, "message": self.message})
+        def record(self, account: MemberAccount) -> None:
+            account.held.append(HeldMessage(self.topic, self.message))
 
     def record_not_eligible(self, source_event_id: str, kind: str, occurred_at: datetime) -> None:
         """An event from before the enrollment time: recorded, earns nothing."""
@@ -120,10 +214,11 @@ class MemberAccount(Aggregate):
             self.NotEligible, source_event_id=source_event_id, kind=kind, reason=BEFORE_ENROLLMENT, timestamp=occurred_at
         )
 
-    class NotEligible(Aggregate.Event):
+    class NotEligible(Event):
         source_event_id: str
         kind: str
         reason: str
+        effect = NO_EFFECT
 
     # -- rule 2: communication services -------------------------------------
 
@@ -142,13 +237,14 @@ class MemberAccount(Aggregate):
             self._accrue(USAGE, points, moscow_date(occurred_at), rules, occurred_at, source_event_id, basis)
         return points
 
-    class UsageCounted(Aggregate.Event):
+    class UsageCounted(Event):
         """A charge that did not lift the month's figure to a new whole point."""
 
         source_event_id: str
         basis: dict
+        effect = NO_EFFECT
 
-        def apply(self, account: MemberAccount) -> None:
+        def record(self, account: MemberAccount) -> None:
             account._count_usage(self.basis)
 
     def _count_usage(self, basis: dict) -> None:
@@ -194,25 +290,26 @@ class MemberAccount(Aggregate):
             timestamp=occurred_at,
         )
 
-    class CardSpendRecorded(Aggregate.Event):
+    class CardSpendRecorded(Event):
         source_event_id: str
         month: str
         card_id: str
         kind: str
         amount: Decimal
+        effect = NO_EFFECT
 
-        def apply(self, account: MemberAccount) -> None:
-            month = account.card_months.setdefault(self.month, [Decimal(0), None])
-            month[_NET] += self.amount
+        def record(self, account: MemberAccount) -> None:
+            month = account.card_months.get(self.month) or CardMonth(Decimal(0))
+            account.card_months[self.month] = replace(month, net=month.net + self.amount)
 
     def card_spend(self, month: str) -> Decimal:
         """spend(M): purchases minus refunds of the month, floored at 0."""
         entry = self.card_months.get(month)
-        return max(entry[_NET], Decimal(0)) if entry else Decimal(0)
+        return entry.spend if entry else Decimal(0)
 
     def card_points_settled(self, month: str) -> int | None:
         entry = self.card_months.get(month)
-        return entry[_SETTLED] if entry else None
+        return entry.settled if entry else None
 
     def settle_card_month(self, month: str, rules: RuleSet, at: datetime) -> int:
         """Settles (or re-settles) month M: floor(spend(M) / rate(spend(M-1)))
@@ -241,17 +338,21 @@ class MemberAccount(Aggregate):
             self.claw_back(before - points, "card_resettlement", None, at, basis)
         return points - before
 
-    class CardMonthSettled(Aggregate.Event):
+    class CardMonthSettled(Event):
+        """What the month earns in all (`points`); the credit or clawback of
+        the difference is the next event."""
+
         month: str
         spend: Decimal
         previous_month_spend: Decimal
         rubles_per_point: Decimal
         points: int
         points_before: int
+        effect = NO_EFFECT
 
-        def apply(self, account: MemberAccount) -> None:
-            entry = account.card_months.setdefault(self.month, [Decimal(0), None])
-            entry[_SETTLED] = self.points
+        def record(self, account: MemberAccount) -> None:
+            month = account.card_months.get(self.month) or CardMonth(Decimal(0))
+            account.card_months[self.month] = replace(month, settled=self.points)
 
     # -- rule 7 and 8: lots, expiry, clawbacks ------------------------------
 
@@ -266,33 +367,38 @@ class MemberAccount(Aggregate):
         basis: dict,
     ) -> None:
         assert points > 0, "a credit adds at least one point"
+        lot = Lot(self.next_lot_id, lot_date, add_months(lot_date, rules.expiry_months), points)
         self.trigger_event(
-            self.PointsAccrued,
-            rule=rule,
-            points=points,
-            lot_id=self.next_lot_id,
-            lot_date=lot_date.isoformat(),
-            expires_on=add_months(lot_date, rules.expiry_months).isoformat(),
-            source_event_id=source_event_id,
-            basis=basis,
-            timestamp=at,
+            self.PointsAccrued, rule=rule, lot=lot, source_event_id=source_event_id, basis=basis, timestamp=at
         )
 
-    class PointsAccrued(Aggregate.Event):
+    class PointsAccrued(Event):
+        """A credit: a new lot of `lot.remaining` points."""
+
+        class_version = 2
         rule: str
-        points: int
-        lot_id: int
-        lot_date: str
-        expires_on: str
+        lot: Lot
         source_event_id: str | None
         basis: dict
 
-        def apply(self, account: MemberAccount) -> None:
-            account.lots.append([self.lot_id, self.lot_date, self.expires_on, self.points])
-            account.next_lot_id = self.lot_id + 1
-            account.balance += self.points
+        @property
+        def effect(self) -> Effect:
+            return Effect(points=self.lot.remaining, opened=(self.lot,), rule=self.rule)
+
+        @property
+        def points(self) -> int:
+            return self.lot.remaining
+
+        def record(self, account: MemberAccount) -> None:
             if self.rule == USAGE:
                 account._count_usage(self.basis)
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["lot"] = Lot(
+                state.pop("lot_id"), date.fromisoformat(state.pop("lot_date")),
+                date.fromisoformat(state.pop("expires_on")), state.pop("points"),
+            )
 
     def claw_back(self, points_due: int, reason: str, source_event_id: str | None, at: datetime, basis: dict) -> None:
         """Takes back what is due, up to the balance, first-to-expire lots
@@ -311,52 +417,49 @@ class MemberAccount(Aggregate):
             timestamp=at,
         )
 
-    class PointsClawedBack(Aggregate.Event):
+    class PointsClawedBack(Event):
+        class_version = 2
         points: int
         points_due: int
         uncollected: int
-        allocations: list
+        allocations: tuple[Allocation, ...]
         reason: str
         source_event_id: str | None
         basis: dict
 
-        def apply(self, account: MemberAccount) -> None:
-            account._debit(self.allocations, self.points)
-            account.uncollected += self.uncollected
+        @property
+        def effect(self) -> Effect:
+            return Effect(points=-self.points, taken=tuple(self.allocations), uncollected=self.uncollected)
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["allocations"] = _allocations(state["allocations"])
 
     def expire(self, as_of: date) -> int:
         """Removes the points left in lots whose expiry is at or before the
         tick (rule 9 runs this after settlements). Returns the points removed."""
-        allocations = lotbook.expired(self.lots, as_of.isoformat())
-        points = sum(points for _, points in allocations)
+        allocations = lotbook.expired(self.lots, as_of)
+        points = lotbook.points_of(allocations)
         if points:
             self.trigger_event(
-                self.PointsExpired,
-                points=points,
-                allocations=allocations,
-                as_of=as_of.isoformat(),
-                timestamp=midnight(as_of),
+                self.PointsExpired, points=points, allocations=allocations, as_of=as_of, timestamp=midnight(as_of)
             )
         return points
 
-    class PointsExpired(Aggregate.Event):
+    class PointsExpired(Event):
+        class_version = 2
         points: int
-        allocations: list
-        as_of: str
+        allocations: tuple[Allocation, ...]
+        as_of: date
 
-        def apply(self, account: MemberAccount) -> None:
-            account._debit(self.allocations, self.points)
+        @property
+        def effect(self) -> Effect:
+            return Effect(points=-self.points, taken=tuple(self.allocations))
 
-    def _debit(self, allocations: list, points: int) -> None:
-        assert sum(allocation[1] for allocation in allocations) == points
-        self.lots = lotbook.take(self.lots, allocations)
-        self.balance -= points
-        assert self.balance >= 0, "the balance is never negative"
-
-    def _restore(self, portions: list, points: int) -> None:
-        assert sum(portion[1] for portion in portions) == points
-        self.lots = lotbook.restore(self.lots, portions)
-        self.balance += points
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["allocations"] = _allocations(state["allocations"])
+            state["as_of"] = date.fromisoformat(state["as_of"])
 
     # -- rule 10: spending ------------------------------------------------------
 
@@ -371,11 +474,8 @@ class MemberAccount(Aggregate):
                 f"{self.msisdn} has {self.balance} points; {points} cannot be spent"
             )
 
-    def _debit_records(self) -> dict[str, dict[str, Any]]:
-        return self.__dict__.setdefault("debits", {})  # snapshots from before rule 10 have none
-
-    def debit(self, debit_id: str) -> dict[str, Any] | None:
-        return self._debit_records().get(debit_id)
+    def debit(self, debit_id: str) -> DebitRecord | None:
+        return self.debits.get(debit_id)
 
     def redeem(
         self, debit_id: str, points: int, purpose: str, reference: dict, idempotency_key: str, at: datetime
@@ -392,63 +492,75 @@ class MemberAccount(Aggregate):
             purpose=purpose,
             reference=reference,
             idempotency_key=idempotency_key,
-            allocations=lotbook.portions(self.lots, lotbook.allocate(self.lots, points)),
+            portions=lotbook.portions(self.lots, lotbook.allocate(self.lots, points)),
             timestamp=at,
         )
 
-    class PointsRedeemed(Aggregate.Event):
+    class PointsRedeemed(Event):
+        class_version = 2
         debit_id: str
         points: int
         purpose: str
         reference: dict
         idempotency_key: str
-        allocations: list  # portions: [lot_id, points, lot_date, expires_on]
+        portions: tuple[Portion, ...]
 
-        def apply(self, account: MemberAccount) -> None:
-            account._debit(self.allocations, self.points)
-            account._debit_records()[self.debit_id] = {
-                "purpose": self.purpose,
-                "points": self.points,
-                "reference": self.reference,
-                "allocations": self.allocations,
-                "status": DEBITED,
-                "balance_after": account.balance,
-                "created_at": self.timestamp.isoformat(),
-            }
+        @property
+        def effect(self) -> Effect:
+            return Effect(points=-self.points, taken=tuple(p.allocation for p in self.portions))
+
+        def record(self, account: MemberAccount) -> None:
+            account.debits[self.debit_id] = DebitRecord(
+                purpose=self.purpose, points=self.points, reference=self.reference,
+                portions=tuple(self.portions), status=DEBITED, balance_after=account.balance,
+                created_at=self.timestamp,
+            )
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["portions"] = _portions(state.pop("allocations"))
 
     def cancel(self, debit_id: str, at: datetime) -> None:
         """Gives a debit's points back to the lots they came from, with their
         expiry dates. Points of a lot whose expiry has passed by `at` are not
         given back: they would have expired in the balance (`lapsed`)."""
         debit = self.debit(debit_id)
-        assert debit is not None and debit["status"] == DEBITED
-        valid, lapsed = lotbook.split_lapsed(debit["allocations"], moscow_date(at).isoformat())
+        assert debit is not None and debit.status == DEBITED
+        valid, lapsed = lotbook.split_lapsed(debit.portions, moscow_date(at))
         self.trigger_event(
             self.PointsRestored,
             debit_id=debit_id,
-            points=sum(portion[1] for portion in valid),
-            purpose=debit["purpose"],
-            reference=debit["reference"],
-            allocations=valid,
+            points=lotbook.points_of(valid),
+            purpose=debit.purpose,
+            reference=debit.reference,
+            portions=valid,
             lapsed=lapsed,
             timestamp=at,
         )
 
-    class PointsRestored(Aggregate.Event):
+    class PointsRestored(Event):
+        class_version = 2
         debit_id: str
         points: int
         purpose: str
         reference: dict
-        allocations: list
-        lapsed: list
+        portions: tuple[Portion, ...]
+        lapsed: tuple[Portion, ...]
 
-        def apply(self, account: MemberAccount) -> None:
-            account._restore(self.allocations, self.points)
-            debit = account._debit_records()[self.debit_id]
-            debit["status"] = CANCELLED
-            debit["balance_after"] = account.balance
+        @property
+        def effect(self) -> Effect:
+            return Effect(points=self.points, returned=tuple(self.portions))
 
-    def send_transfer(self, transfer_id: str, recipient: str, points: int, at: datetime) -> list:
+        def record(self, account: MemberAccount) -> None:
+            debit = account.debits[self.debit_id]
+            account.debits[self.debit_id] = replace(debit, status=CANCELLED, balance_after=account.balance)
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["portions"] = _portions(state.pop("allocations"))
+            state["lapsed"] = _portions(state["lapsed"])
+
+    def send_transfer(self, transfer_id: str, recipient: str, points: int, at: datetime) -> tuple[Portion, ...]:
         """Holds `points` for a transfer offered to `recipient`: they leave the
         balance now, first-to-expire lots first. Returns the portions taken."""
         assert points > 0
@@ -462,23 +574,22 @@ class MemberAccount(Aggregate):
             counterpart=recipient,
             points=points,
             status="held",
-            allocations=portions,
-            lapsed=[],
+            portions=portions,
+            lapsed=(),
             timestamp=at,
         )
         return portions
 
-    def receive_transfer(self, transfer_id: str, sender: str, portions: list, at: datetime) -> int:
+    def receive_transfer(self, transfer_id: str, sender: str, portions: tuple[Portion, ...], at: datetime) -> int:
         """An accepted transfer: one new lot per sender lot, each with the
         sender lot's dates (so its expiry). Portions whose expiry passed while
         the transfer was pending are not credited. Returns the points credited."""
         self.check_enrolled()
-        valid, lapsed = lotbook.split_lapsed(portions, moscow_date(at).isoformat())
-        received = [
-            [self.next_lot_id + n, points, lot_date, expires_on]
-            for n, (_, points, lot_date, expires_on) in enumerate(valid)
-        ]
-        points = sum(portion[1] for portion in received)
+        valid, lapsed = lotbook.split_lapsed(portions, moscow_date(at))
+        received = tuple(
+            Portion(self.next_lot_id + n, p.points, p.lot_date, p.expires_on) for n, p in enumerate(valid)
+        )
+        points = lotbook.points_of(received)
         self.trigger_event(
             self.PointsTransferred,
             direction=IN,
@@ -486,60 +597,71 @@ class MemberAccount(Aggregate):
             counterpart=sender,
             points=points,
             status="accepted",
-            allocations=received,
+            portions=received,
             lapsed=lapsed,
             timestamp=at,
         )
         return points
 
-    class PointsTransferred(Aggregate.Event):
+    class PointsTransferred(Event):
         """Both sides of a transfer: `out` holds the sender's points (from the
-        lots in `allocations`); `in` credits the recipient with new lots
-        (`allocations` names the new lot ids, with the sender lots' dates)."""
+        lots in `portions`); `in` credits the recipient with new lots
+        (`portions` names the new lot ids, with the sender lots' dates)."""
 
+        class_version = 2
         direction: str
         transfer_id: str
         counterpart: str
         points: int
         status: str
-        allocations: list
-        lapsed: list
+        portions: tuple[Portion, ...]
+        lapsed: tuple[Portion, ...]
 
-        def apply(self, account: MemberAccount) -> None:
+        @property
+        def effect(self) -> Effect:
             if self.direction == OUT:
-                account._debit(self.allocations, self.points)
-                return
-            for lot_id, points, lot_date, expires_on in self.allocations:
-                account.lots.append([lot_id, lot_date, expires_on, points])
-                account.next_lot_id = lot_id + 1
-            account.balance += self.points
+                return Effect(points=-self.points, taken=tuple(p.allocation for p in self.portions))
+            opened = tuple(Lot(p.lot_id, p.lot_date, p.expires_on, p.points) for p in self.portions)
+            return Effect(points=self.points, opened=opened, rule=TRANSFER) if opened else NO_EFFECT
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["portions"] = _portions(state.pop("allocations"))
+            state["lapsed"] = _portions(state["lapsed"])
 
     def take_back_transfer(
-        self, transfer_id: str, recipient: str, portions: list, reason: str, at: datetime
+        self, transfer_id: str, recipient: str, portions: tuple[Portion, ...], reason: str, at: datetime
     ) -> int:
         """A transfer declined or timed out: the held points go back to the
         sender's same lots, except those whose expiry has passed meanwhile."""
-        valid, lapsed = lotbook.split_lapsed(portions, moscow_date(at).isoformat())
-        points = sum(portion[1] for portion in valid)
+        valid, lapsed = lotbook.split_lapsed(portions, moscow_date(at))
+        points = lotbook.points_of(valid)
         self.trigger_event(
             self.TransferReturned,
             transfer_id=transfer_id,
             counterpart=recipient,
             points=points,
             reason=reason,
-            allocations=valid,
+            portions=valid,
             lapsed=lapsed,
             timestamp=at,
         )
         return points
 
-    class TransferReturned(Aggregate.Event):
+    class TransferReturned(Event):
+        class_version = 2
         transfer_id: str
         counterpart: str
         points: int
         reason: str  # "declined" | "timed_out"
-        allocations: list
-        lapsed: list
+        portions: tuple[Portion, ...]
+        lapsed: tuple[Portion, ...]
 
-        def apply(self, account: MemberAccount) -> None:
-            account._restore(self.allocations, self.points)
+        @property
+        def effect(self) -> Effect:
+            return Effect(points=self.points, returned=tuple(self.portions))
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["portions"] = _portions(state.pop("allocations"))
+            state["lapsed"] = _portions(state["lapsed"])

@@ -1,93 +1,108 @@
 """Lots: every credit forms a lot with a lot date and an expiry (rule 7).
 
-A lot is a small list `[lot_id, lot_date, expires_on, remaining]` (dates as
-ISO strings, so the aggregate's state stays plain JSON for snapshots). Debits
-take points from the lot that expires first, ties to the lot credited first.
+Debits take points from the lot that expires first, ties to the lot credited
+first. Three value objects say what moves where:
 
-An allocation `[lot_id, points]` says what a debit took from a lot. Spending
-records *portions* `[lot_id, points, lot_date, expires_on]`: allocations with
-their lot's dates, because points that come back (a cancelled debit, a
-declined transfer) or move on (an accepted transfer) keep their lot's expiry,
-also after the lot itself emptied and left the state.
+- `Lot`: a lot in the balance, with the points it still holds;
+- `Allocation`: points a debit (a clawback, an expiry, a spend) took from a lot;
+- `Portion`: points of a lot that travel with their lot's dates, because they
+  may come back (a cancelled debit, a declined transfer) or move on (an
+  accepted transfer) after the lot itself emptied and left the balance.
+
 These functions are pure: the aggregate computes allocations with them in a
-command and applies the recorded allocations in its events.
+command; its events record the result, and `engine.effects` applies it.
 """
 from __future__ import annotations
 
-LOT_ID, LOT_DATE, EXPIRES_ON, REMAINING = range(4)
+from dataclasses import dataclass
+from datetime import date
 
-Lot = list  # [lot_id: int, lot_date: str, expires_on: str, remaining: int]
-Allocation = list  # [lot_id: int, points: int]
-Portion = list  # [lot_id: int, points: int, lot_date: str, expires_on: str]
+
+@dataclass(frozen=True, slots=True)
+class Lot:
+    lot_id: int
+    lot_date: date
+    expires_on: date
+    remaining: int
+
+    def __post_init__(self) -> None:
+        assert self.remaining > 0, "a lot in the balance holds at least one point"
+        assert self.expires_on > self.lot_date
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    lot_id: int
+    points: int
+
+    def __post_init__(self) -> None:
+        assert self.points > 0, "an allocation takes at least one point"
+
+
+@dataclass(frozen=True, slots=True)
+class Portion:
+    lot_id: int
+    points: int
+    lot_date: date
+    expires_on: date
+
+    def __post_init__(self) -> None:
+        assert self.points > 0, "a portion holds at least one point"
+
+    @property
+    def allocation(self) -> Allocation:
+        return Allocation(self.lot_id, self.points)
+
+    def lapsed_by(self, day: date) -> bool:
+        """Whether the lot expired at or before 00:00 Moscow of `day`, so
+        that its points can no longer be credited."""
+        return self.expires_on <= day
+
+
+def _expiry_order(lot: Lot) -> tuple[date, int]:
+    return lot.expires_on, lot.lot_id
 
 
 def balance_of(lots: list[Lot]) -> int:
-    return sum(lot[REMAINING] for lot in lots)
+    return sum(lot.remaining for lot in lots)
 
 
-def allocate(lots: list[Lot], points: int) -> list[Allocation]:
+def allocate(lots: list[Lot], points: int) -> tuple[Allocation, ...]:
     """Which lots a debit of `points` takes from: first to expire first."""
     assert points >= 0
     allocations: list[Allocation] = []
     wanted = points
-    for lot in sorted(lots, key=lambda lot: (lot[EXPIRES_ON], lot[LOT_ID])):
+    for lot in sorted(lots, key=_expiry_order):
         if wanted == 0:
             break
-        taken = min(wanted, lot[REMAINING])
-        if taken:
-            allocations.append([lot[LOT_ID], taken])
-            wanted -= taken
+        taken = min(wanted, lot.remaining)
+        allocations.append(Allocation(lot.lot_id, taken))
+        wanted -= taken
     assert wanted == 0, "a debit never exceeds the balance"
-    return allocations
+    return tuple(allocations)
 
 
-def expired(lots: list[Lot], as_of: str) -> list[Allocation]:
+def expired(lots: list[Lot], as_of: date) -> tuple[Allocation, ...]:
     """Everything left in lots whose expiry is at or before `as_of`."""
-    return [
-        [lot[LOT_ID], lot[REMAINING]]
-        for lot in sorted(lots, key=lambda lot: (lot[EXPIRES_ON], lot[LOT_ID]))
-        if lot[EXPIRES_ON] <= as_of and lot[REMAINING] > 0
-    ]
+    return tuple(
+        Allocation(lot.lot_id, lot.remaining) for lot in sorted(lots, key=_expiry_order) if lot.expires_on <= as_of
+    )
 
 
-def take(lots: list[Lot], allocations: list[Allocation]) -> list[Lot]:
-    """The lots after a debit; empty lots are dropped from the state."""
-    by_id = {allocation[0]: allocation[1] for allocation in allocations}  # portions too
-    remaining: list[Lot] = []
-    for lot in lots:
-        taken = by_id.pop(lot[LOT_ID], 0)
-        assert 0 <= taken <= lot[REMAINING], "an allocation never exceeds its lot"
-        if lot[REMAINING] - taken > 0:
-            remaining.append([lot[LOT_ID], lot[LOT_DATE], lot[EXPIRES_ON], lot[REMAINING] - taken])
-    assert not by_id, f"allocations name unknown lots: {sorted(by_id)}"
-    return remaining
-
-
-def portions(lots: list[Lot], allocations: list[Allocation]) -> list[Portion]:
+def portions(lots: list[Lot], allocations: tuple[Allocation, ...]) -> tuple[Portion, ...]:
     """The allocations with their lots' dates."""
-    by_id = {lot[LOT_ID]: lot for lot in lots}
-    return [[lot_id, points, by_id[lot_id][LOT_DATE], by_id[lot_id][EXPIRES_ON]] for lot_id, points in allocations]
+    by_id = {lot.lot_id: lot for lot in lots}
+    return tuple(
+        Portion(a.lot_id, a.points, by_id[a.lot_id].lot_date, by_id[a.lot_id].expires_on) for a in allocations
+    )
 
 
-def split_lapsed(portions: list[Portion], as_of: str) -> tuple[list[Portion], list[Portion]]:
-    """(still valid, lapsed): a portion whose lot expired at or before
-    `as_of` (00:00 Moscow of that date) cannot be credited any more."""
-    valid = [p for p in portions if p[3] > as_of]
-    lapsed = [p for p in portions if p[3] <= as_of]
+def split_lapsed(portions: tuple[Portion, ...], day: date) -> tuple[tuple[Portion, ...], tuple[Portion, ...]]:
+    """(still valid, lapsed) at 00:00 Moscow of `day`."""
+    valid = tuple(p for p in portions if not p.lapsed_by(day))
+    lapsed = tuple(p for p in portions if p.lapsed_by(day))
     return valid, lapsed
 
 
-def restore(lots: list[Lot], portions: list[Portion]) -> list[Lot]:
-    """The lots after points went back to them: into the same lot, which is
-    brought back with its dates if it had emptied."""
-    restored = [list(lot) for lot in lots]
-    by_id = {lot[LOT_ID]: lot for lot in restored}
-    for lot_id, points, lot_date, expires_on in portions:
-        assert points > 0
-        lot = by_id.get(lot_id)
-        if lot is None:
-            lot = by_id[lot_id] = [lot_id, lot_date, expires_on, 0]
-            restored.append(lot)
-        assert (lot[LOT_DATE], lot[EXPIRES_ON]) == (lot_date, expires_on), "points go back to the same lot"
-        lot[REMAINING] += points
-    return restored
+def points_of(items: tuple[Allocation, ...] | tuple[Portion, ...]) -> int:
+    return sum(item.points for item in items)

@@ -2,8 +2,10 @@
 period, and what each period earned when it was settled on the 15th."""
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from eventsourcing.domain import Aggregate
 
@@ -11,10 +13,27 @@ from engine.calendar import midnight, settlement_date
 from engine.ids import mgts_account_id
 from engine.rules import RuleSet, points_for
 
-_TOTAL, _EARNED, _SETTLED_TOTAL = 0, 1, 2  # a period: [total, points earned, total when last settled or None]
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    linked_at: datetime
+    msisdn: str
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """A billing period: the bills' total, the points it has earned, and the
+    total its last settlement saw (None: not settled yet)."""
+
+    total: Decimal
+    earned: int = 0
+    settled_total: Decimal | None = None
 
 
 class MgtsAccount(Aggregate):
+    class_version = 2
+
     class Opened(Aggregate.Created):
         mgts_account: str
 
@@ -22,8 +41,14 @@ class MgtsAccount(Aggregate):
         self.mgts_account = mgts_account
         self.msisdn: str | None = None  # the latest link, by occurred_at
         self.linked_at: datetime | None = None
-        self.links: list[list] = []  # [linked_at, msisdn], in order of linked_at
-        self.periods: dict[str, list] = {}
+        self.links: list[Link] = []  # in order of linked_at
+        self.periods: dict[str, Period] = {}
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """A snapshot of version 1: links and periods as lists."""
+        state["links"] = [Link(linked_at, msisdn) for linked_at, msisdn in state["links"]]
+        state["periods"] = {p: Period(*entry) for p, entry in state["periods"].items()}
 
     @classmethod
     def open(cls, mgts_account: str, at: datetime) -> MgtsAccount:
@@ -42,9 +67,9 @@ class MgtsAccount(Aggregate):
         linked_at: datetime
 
         def apply(self, account: MgtsAccount) -> None:
-            account.links.append([self.linked_at, self.msisdn])
-            account.links.sort(key=lambda link: link[0])
-            account.linked_at, account.msisdn = account.links[-1]
+            account.links.append(Link(self.linked_at, self.msisdn))
+            account.links.sort(key=lambda link: link.linked_at)
+            account.linked_at, account.msisdn = account.links[-1].linked_at, account.links[-1].msisdn
 
     def record_bill(self, source_event_id: str, period: str, amount: Decimal, occurred_at: datetime) -> None:
         self.trigger_event(self.BillRecorded, source_event_id=source_event_id, period=period, amount=amount, timestamp=occurred_at)
@@ -55,8 +80,8 @@ class MgtsAccount(Aggregate):
         amount: Decimal
 
         def apply(self, account: MgtsAccount) -> None:
-            period = account.periods.setdefault(self.period, [Decimal(0), 0, None])
-            period[_TOTAL] += self.amount
+            period = account.periods.get(self.period) or Period(Decimal(0))
+            account.periods[self.period] = replace(period, total=period.total + self.amount)
 
     def settlement_due(self, period: str, rules: RuleSet) -> datetime:
         return midnight(settlement_date(period, rules.mgts_settlement_day))
@@ -64,13 +89,13 @@ class MgtsAccount(Aggregate):
     def needs_settlement(self, period: str) -> bool:
         """A period with bills that its last settlement has not seen."""
         entry = self.periods.get(period)
-        return entry is not None and entry[_SETTLED_TOTAL] != entry[_TOTAL]
+        return entry is not None and entry.settled_total != entry.total
 
     def beneficiary(self, period: str, rules: RuleSet) -> str | None:
         """Rule 4: the msisdn linked at the settlement moment; if there was
         no link yet then, the settlement waited for one: the current link."""
         due = self.settlement_due(period, rules)
-        at_settlement = [msisdn for linked_at, msisdn in self.links if linked_at <= due]
+        at_settlement = [link.msisdn for link in self.links if link.linked_at <= due]
         return at_settlement[-1] if at_settlement else self.msisdn
 
     def settle(self, period: str, msisdn: str, enrolled_at: datetime, rules: RuleSet, at: datetime) -> int:
@@ -81,7 +106,7 @@ class MgtsAccount(Aggregate):
         assert msisdn == self.beneficiary(period, rules)
         due = self.settlement_due(period, rules)
         assert due <= at, "an MGTS period is settled on the 15th of the month after"
-        total, earned, _ = self.periods[period]
+        total, earned = self.periods[period].total, self.periods[period].earned
         eligible = enrolled_at <= due
         points = points_for(total, rules.mgts_rubles_per_point) if eligible else earned
         self.trigger_event(
@@ -107,5 +132,4 @@ class MgtsAccount(Aggregate):
 
         def apply(self, account: MgtsAccount) -> None:
             entry = account.periods[self.period]
-            entry[_EARNED] = self.points
-            entry[_SETTLED_TOTAL] = self.total
+            account.periods[self.period] = replace(entry, earned=self.points, settled_total=self.total)

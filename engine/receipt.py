@@ -3,8 +3,10 @@ the receipt earned. One aggregate per `receipt_id`, so a return can be checked
 against the purchase whichever member it comes from."""
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from eventsourcing.domain import Aggregate
 
@@ -13,10 +15,22 @@ from engine.ids import receipt_id as receipt_aggregate_id
 from engine.rules import RuleSet, points_for
 
 BRANDED, OTHER, EXCLUDED = "mts_branded", "other", "excluded"
-_CATEGORY, _BOUGHT, _RETURNED = 0, 1, 2  # positions in a line: [category, bought, returned]
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptLine:
+    category: str
+    bought: Decimal
+    returned: Decimal = Decimal(0)
+
+    @property
+    def left(self) -> Decimal:
+        return self.bought - self.returned
 
 
 class Receipt(Aggregate):
+    class_version = 2
+
     class Issued(Aggregate.Created):
         receipt_id: str
         msisdn: str
@@ -30,9 +44,14 @@ class Receipt(Aggregate):
         self.receipt_id = receipt_id
         self.msisdn = msisdn
         self.store_id = store_id
-        self.lines: dict[str, list] = {line_id: [cat, amount, Decimal(0)] for line_id, (cat, amount) in lines.items()}
+        self.lines: dict[str, ReceiptLine] = {line_id: ReceiptLine(cat, amount) for line_id, (cat, amount) in lines.items()}
         self.eligible = eligible
         self.points = points
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """A snapshot of version 1: lines as [category, bought, returned]."""
+        state["lines"] = {line_id: ReceiptLine(*line) for line_id, line in state["lines"].items()}
 
     @classmethod
     def issue(
@@ -72,7 +91,7 @@ class Receipt(Aggregate):
             line = self.lines.get(line_id)
             if line is None:
                 raise ReturnExceedsPurchaseError(f"line {line_id!r} is not on receipt {self.receipt_id}")
-            left = line[_BOUGHT] - line[_RETURNED]
+            left = line.left
             if amount > left:
                 raise ReturnExceedsPurchaseError(
                     f"line {line_id!r} of receipt {self.receipt_id} holds {left} RUB, return asks {amount} RUB"
@@ -85,7 +104,7 @@ class Receipt(Aggregate):
         points to take back (a clawback, rule 8)."""
         self.check_return(msisdn, returned)
         net = {
-            line_id: (line[_CATEGORY], line[_BOUGHT] - line[_RETURNED] - returned.get(line_id, Decimal(0)))
+            line_id: (line.category, line.left - returned.get(line_id, Decimal(0)))
             for line_id, line in self.lines.items()
         }
         points_after = receipt_points(net, rules) if self.eligible else 0
@@ -109,7 +128,8 @@ class Receipt(Aggregate):
 
         def apply(self, receipt: Receipt) -> None:
             for line_id, amount in self.returned.items():
-                receipt.lines[line_id][_RETURNED] += amount
+                line = receipt.lines[line_id]
+                receipt.lines[line_id] = replace(line, returned=line.returned + amount)
             receipt.points = self.points_after
 
 

@@ -2,12 +2,12 @@
 their cancellation, and member-to-member transfers. Mixed into
 `AccrualApplication`; the personal account and the shops call these methods.
 
-Each command is one transaction. The aggregates are read from the store, not
-from this process's cache, because several processes (web workers, the stream
-worker) write the same accounts. A command that loses a race with another
-writer (`IntegrityError`: the same account version, or the same inbox key) is
-run again on the state that writer left, so 50 concurrent requests with one
-idempotency key make one debit and all get the same answer.
+Each command is one unit of work (`engine.unit_of_work`) that reads its
+aggregates from the store, not from this process's cache, because several
+processes (web workers, the stream worker) write the same accounts. A command
+that loses a race with another writer (the same account version, or the same
+inbox key) runs again on the state that writer left, so 50 concurrent
+requests with one idempotency key make one debit and all get the same answer.
 
 Idempotency: a debit or a transfer offer writes an inbox row (topic below,
 key = the caller's idempotency key, fingerprint of the request) in the same
@@ -20,16 +20,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 from uuid import UUID
-
-from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import IntegrityError, OperationalError
 
 from engine import ids
 from engine.account import CANCELLED, DEBITED, MemberAccount
 from engine.errors import (
-    ConcurrentWriterError,
     IdempotencyConflictError,
     InvalidAmountError,
     InvalidPurposeError,
@@ -40,15 +36,12 @@ from engine.errors import (
     UnknownTransferError,
 )
 from engine.transfer import ACCEPTED, DECLINED, PENDING, RETURNED, MemberTransfer
+from engine.unit_of_work import UnitOfWork
 
 PURPOSE_TOPICS = {"order": "accrual.orders", "pos": "accrual.pos"}  # pseudo-topics of the inbox
 TRANSFERS_TOPIC = "accrual.transfers"
 ENROLLMENTS_TOPIC = "accrual.web-enrollments"
-LATEST = 2**62  # "up to any version": read from the store, past the cache
-COMMAND_RETRIES_MAX = 50  # a retry happens only after another writer succeeded
-OPERATIONAL_RETRIES_MAX = 3
 
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -84,13 +77,11 @@ def fingerprint(request: dict[str, Any]) -> str:
 
 
 class SpendingCommands:
-    """The rule 10 commands of `AccrualApplication` (which provides
-    `repository`, `recorder`, `rules` and `save_batch`)."""
+    """The rule 10 commands of `AccrualApplication` (which provides `run`
+    and `rules`)."""
 
-    repository: Any
-    recorder: Any
     rules: Any
-    save_batch: Callable[..., Any]
+    run: Callable[..., Any]
 
     # -- debits -------------------------------------------------------------
 
@@ -108,20 +99,22 @@ class SpendingCommands:
         debit_id = str(ids.debit_id(purpose, idempotency_key))
         request = fingerprint({"msisdn": msisdn, "points": points, "purpose": purpose, "reference": reference})
 
-        def attempt() -> Debit:
+        def work(uow: UnitOfWork) -> Debit:
             # The account is read before the inbox: if the inbox does not
             # have the key yet, the account read is older than any commit
             # with the key, so saving it conflicts and the next attempt sees it.
-            account = self._fresh_member(msisdn)
-            if self._seen(topic, idempotency_key, request):
-                return self._debit_result(msisdn, debit_id, duplicate=True)
+            account = _member(uow, msisdn)
+            if _seen(uow, topic, idempotency_key, request):
+                account = uow.reread(ids.member_id(msisdn))  # the read above may be older than the key
+                assert account is not None and account.debit(debit_id) is not None, "the inbox names a saved debit"
+                return _debit_of(account, debit_id, duplicate=True)
             if account is None:
                 raise NotEnrolledError(f"{msisdn} is not an enrolled member")
             account.redeem(debit_id, points, purpose, reference, idempotency_key, at)
-            self.save_batch([account], [(topic, idempotency_key, request, debit_id)])
+            uow.consume(topic, idempotency_key, request, debit_id)
             return _debit_of(account, debit_id, duplicate=False)
 
-        return self._retrying(attempt)
+        return self.run(work, fresh=True)
 
     def cancel_debit(self, msisdn: str, debit_id: str, *, at: datetime) -> Debit:
         """Gives a debit's points back to the same lots, with their expiry
@@ -129,29 +122,26 @@ class SpendingCommands:
         Cancelling a cancelled debit answers it again (duplicate=True)."""
         _check_moment(at)
 
-        def attempt() -> Debit:
-            account = self._fresh_member(msisdn)
+        def work(uow: UnitOfWork) -> Debit:
+            account = _member(uow, msisdn)
             debit = None if account is None else account.debit(debit_id)
             if debit is None:
                 raise UnknownDebitError(f"no debit {debit_id} of {msisdn}")
-            if debit["status"] == CANCELLED:
+            if debit.status == CANCELLED:
                 return _debit_of(account, debit_id, duplicate=True)
             account.cancel(debit_id, at)
-            self.save_batch([account], [])
             return _debit_of(account, debit_id, duplicate=False)
 
-        return self._retrying(attempt)
+        return self.run(work, fresh=True)
 
     def debit_status(self, msisdn: str, debit_id: str) -> Debit | None:
-        account = self._fresh_member(msisdn)
-        if account is None or account.debit(debit_id) is None:
-            return None
-        return _debit_of(account, debit_id, duplicate=False)
+        def work(uow: UnitOfWork) -> Debit | None:
+            account = _member(uow, msisdn)
+            if account is None or account.debit(debit_id) is None:
+                return None
+            return _debit_of(account, debit_id, duplicate=False)
 
-    def _debit_result(self, msisdn: str, debit_id: str, duplicate: bool) -> Debit:
-        account = self._fresh_member(msisdn)
-        assert account is not None and account.debit(debit_id) is not None, "the inbox names a saved debit"
-        return _debit_of(account, debit_id, duplicate)
+        return self.run(work, fresh=True)
 
     # -- transfers -----------------------------------------------------------
 
@@ -169,140 +159,124 @@ class SpendingCommands:
         transfer_id = ids.transfer_id(idempotency_key)
         request = fingerprint({"sender": sender, "recipient": recipient, "points": points})
 
-        def attempt() -> Transfer:
-            account = self._fresh_member(sender)  # before the inbox, as in `debit`
-            if self._seen(TRANSFERS_TOPIC, idempotency_key, request):
-                return _transfer_of(self._fresh(transfer_id), duplicate=True)
+        def work(uow: UnitOfWork) -> Transfer:
+            account = _member(uow, sender)  # before the inbox, as in `debit`
+            if _seen(uow, TRANSFERS_TOPIC, idempotency_key, request):
+                return _transfer_of(uow.get(transfer_id), duplicate=True)
             if account is None:
                 raise NotEnrolledError(f"{sender} is not an enrolled member")
-            counterpart = self._fresh_member(recipient)
+            counterpart = _member(uow, recipient)
             if counterpart is None or not counterpart.is_enrolled:
                 raise RecipientNotEnrolledError(f"{recipient} is not an enrolled member")
             portions = account.send_transfer(str(transfer_id), recipient, points, at)
-            transfer = MemberTransfer.offer(
+            transfer = uow.add(MemberTransfer.offer(
                 transfer_id, sender, recipient, points, portions, idempotency_key, at,
                 self.rules.transfer_acceptance_hours,
-            )
-            self.save_batch([account, transfer], [(TRANSFERS_TOPIC, idempotency_key, request, str(transfer_id))])
+            ))
+            uow.consume(TRANSFERS_TOPIC, idempotency_key, request, str(transfer_id))
             return _transfer_of(transfer, duplicate=False)
 
-        return self._retrying(attempt)
+        return self.run(work, fresh=True)
 
     def accept_transfer(self, transfer_id: str, recipient: str, *, at: datetime) -> Transfer:
         """Credits the recipient with the held points, in lots that keep the
         sender lots' expiry dates."""
         _check_moment(at)
 
-        def attempt() -> Transfer:
-            transfer = self._transfer_for(transfer_id, recipient)
+        def work(uow: UnitOfWork) -> Transfer:
+            transfer = _transfer_for(uow, transfer_id, recipient)
             if transfer.already(ACCEPTED):
                 return _transfer_of(transfer, duplicate=True)
             transfer.accept(at)  # refuses after the acceptance window
-            account = self._fresh_member(recipient)
+            account = _member(uow, recipient)
             assert account is not None, "a transfer is offered only to an enrolled member"
-            account.receive_transfer(str(transfer.id), transfer.sender, transfer.allocations, at)
-            self.save_batch([transfer, account], [])
+            account.receive_transfer(str(transfer.id), transfer.sender, transfer.portions, at)
             return _transfer_of(transfer, duplicate=False)
 
-        return self._retrying(attempt)
+        return self.run(work, fresh=True)
 
     def decline_transfer(self, transfer_id: str, recipient: str, *, at: datetime) -> Transfer:
         """Returns the held points to the sender's same lots."""
         _check_moment(at)
 
-        def attempt() -> Transfer:
-            transfer = self._transfer_for(transfer_id, recipient)
+        def work(uow: UnitOfWork) -> Transfer:
+            transfer = _transfer_for(uow, transfer_id, recipient)
             if transfer.already(DECLINED):
                 return _transfer_of(transfer, duplicate=True)
             transfer.decline(at)
-            self._give_back(transfer, "declined", at)
+            _give_back(uow, transfer, "declined", at)
             return _transfer_of(transfer, duplicate=False)
 
-        return self._retrying(attempt)
+        return self.run(work, fresh=True)
 
     def transfer(self, transfer_id: str) -> Transfer | None:
-        transfer = self._fresh(_uuid(transfer_id))
-        return None if transfer is None else _transfer_of(transfer, duplicate=False)
+        def work(uow: UnitOfWork) -> Transfer | None:
+            transfer = _transfer(uow, transfer_id)
+            return None if transfer is None else _transfer_of(transfer, duplicate=False)
+
+        return self.run(work, fresh=True)
 
     def return_lapsed_transfer(self, transfer_id: str, at: datetime) -> bool:
         """The tick's part: a pending transfer whose window ran out by `at`
         goes back to the sender. False when there was nothing to do."""
 
-        def attempt() -> bool:
-            transfer = self._fresh(_uuid(transfer_id))
-            if not isinstance(transfer, MemberTransfer) or transfer.status != PENDING or not transfer.is_lapsed(at):
+        def work(uow: UnitOfWork) -> bool:
+            transfer = _transfer(uow, transfer_id)
+            if transfer is None or transfer.status != PENDING or not transfer.is_lapsed(at):
                 return False
             transfer.time_out(at)
-            self._give_back(transfer, "timed_out", at)
+            _give_back(uow, transfer, "timed_out", at)
             return True
 
-        return self._retrying(attempt)
+        return self.run(work, fresh=True)
 
-    def _give_back(self, transfer: MemberTransfer, reason: str, at: datetime) -> None:
-        account = self._fresh_member(transfer.sender)
-        assert account is not None
-        account.take_back_transfer(str(transfer.id), transfer.recipient, transfer.allocations, reason, at)
-        self.save_batch([transfer, account], [])
 
-    def _transfer_for(self, transfer_id: str, recipient: str) -> MemberTransfer:
-        transfer = self._fresh(_uuid(transfer_id))
-        if not isinstance(transfer, MemberTransfer):
-            raise UnknownTransferError(f"no transfer {transfer_id} for {recipient}")
-        transfer.check_recipient(recipient)
-        return transfer
+def _give_back(uow: UnitOfWork, transfer: MemberTransfer, reason: str, at: datetime) -> None:
+    account = _member(uow, transfer.sender)
+    assert account is not None
+    account.take_back_transfer(str(transfer.id), transfer.recipient, transfer.portions, reason, at)
 
-    # -- reading and retrying -------------------------------------------------
 
-    def _fresh(self, aggregate_id: UUID | None) -> Any:
-        if aggregate_id is None:
-            return None
-        try:
-            return self.repository.get(aggregate_id, version=LATEST)
-        except AggregateNotFoundError:
-            return None
+def _transfer(uow: UnitOfWork, transfer_id: str) -> MemberTransfer | None:
+    aggregate_id = _uuid(transfer_id)
+    transfer = None if aggregate_id is None else uow.get(aggregate_id)
+    return transfer if isinstance(transfer, MemberTransfer) else None
 
-    def _fresh_member(self, msisdn: str) -> MemberAccount | None:
-        account = self._fresh(ids.member_id(msisdn))
-        return account if isinstance(account, MemberAccount) else None
 
-    def _seen(self, topic: str, key: str, request: str) -> bool:
-        """Whether the key was used before: by the same request (True), by
-        another (refused)."""
-        known = self.recorder.select_inbox([(topic, key)]).get((topic, key))
-        if known is None:
-            return False
-        if known != request:
-            raise IdempotencyConflictError(f"idempotency key {key!r} was used for another request")
-        return True
+def _transfer_for(uow: UnitOfWork, transfer_id: str, recipient: str) -> MemberTransfer:
+    transfer = _transfer(uow, transfer_id)
+    if transfer is None:
+        raise UnknownTransferError(f"no transfer {transfer_id} for {recipient}")
+    transfer.check_recipient(recipient)
+    return transfer
 
-    def _retrying(self, attempt: Callable[[], T]) -> T:
-        operational_errors = 0
-        for _ in range(COMMAND_RETRIES_MAX):
-            try:
-                return attempt()
-            except IntegrityError:
-                continue  # another writer saved first: run again on its state
-            except OperationalError:
-                # Seen rarely under load on PostgreSQL: a conflict reported by
-                # psycopg as "pipeline aborted" rather than as a unique
-                # violation. Running the command again is safe: if the first
-                # attempt did commit, the inbox or the state answers it.
-                operational_errors += 1
-                if operational_errors > OPERATIONAL_RETRIES_MAX:
-                    raise
-        raise ConcurrentWriterError("a spending command kept conflicting with other writers")
+
+def _member(uow: UnitOfWork, msisdn: str) -> MemberAccount | None:
+    account = uow.get(ids.member_id(msisdn))
+    return account if isinstance(account, MemberAccount) else None
+
+
+def _seen(uow: UnitOfWork, topic: str, key: str, request: str) -> bool:
+    """Whether the key was used before: by the same request (True), by
+    another (refused)."""
+    known = uow.seen([(topic, key)]).get((topic, key))
+    if known is None:
+        return False
+    if known != request:
+        raise IdempotencyConflictError(f"idempotency key {key!r} was used for another request")
+    return True
 
 
 def _debit_of(account: MemberAccount, debit_id: str, duplicate: bool) -> Debit:
     debit = account.debit(debit_id)
-    assert debit is not None and debit["status"] in (DEBITED, CANCELLED)
+    assert debit is not None and debit.status in (DEBITED, CANCELLED)
     return Debit(
         debit_id=debit_id,
         msisdn=account.msisdn,
-        points=debit["points"],
-        purpose=debit["purpose"],
-        status=debit["status"],
-        balance_after=debit["balance_after"],
+        points=debit.points,
+        purpose=debit.purpose,
+        status=debit.status,
+        balance_after=debit.balance_after,
         duplicate=duplicate,
     )
 

@@ -5,31 +5,40 @@ transfer (its id comes from the caller's idempotency key), so accepting it and
 crediting the recipient are saved together, once."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from engine.errors import TransferExpiredError, TransferSettledError, UnknownTransferError
+from engine.lots import Portion
 
 PENDING, ACCEPTED, DECLINED, RETURNED = "pending", "accepted", "declined", "returned"
 
 
 class MemberTransfer(Aggregate):
     class Offered(Aggregate.Created):
+        class_version = 2
         sender: str
         recipient: str
         points: int
-        allocations: list  # the sender's portions held: [lot_id, points, lot_date, expires_on]
+        portions: tuple[Portion, ...]  # the sender's points held, with their lots' dates
         idempotency_key: str
         offered_at: datetime
         expires_at: datetime
 
-    def __init__(self, sender, recipient, points, allocations, idempotency_key, offered_at, expires_at):
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["portions"] = tuple(
+                Portion(i, p, date.fromisoformat(d), date.fromisoformat(e)) for i, p, d, e in state.pop("allocations")
+            )
+
+    def __init__(self, sender, recipient, points, portions, idempotency_key, offered_at, expires_at):
         self.sender = sender
         self.recipient = recipient
         self.points = points
-        self.allocations = allocations
+        self.portions = tuple(portions)
         self.idempotency_key = idempotency_key
         self.offered_at = offered_at
         self.expires_at = expires_at
@@ -38,13 +47,13 @@ class MemberTransfer(Aggregate):
 
     @classmethod
     def offer(
-        cls, transfer_id: UUID, sender: str, recipient: str, points: int, allocations: list,
+        cls, transfer_id: UUID, sender: str, recipient: str, points: int, portions: tuple[Portion, ...],
         idempotency_key: str, at: datetime, acceptance_hours: int,
     ) -> MemberTransfer:
         assert points > 0 and sender != recipient
         return cls._create(
             cls.Offered, id=transfer_id, sender=sender, recipient=recipient, points=points,
-            allocations=allocations, idempotency_key=idempotency_key, offered_at=at,
+            portions=portions, idempotency_key=idempotency_key, offered_at=at,
             expires_at=at + timedelta(hours=acceptance_hours), timestamp=at,
         )
 

@@ -26,6 +26,7 @@ from .intake import (
     TYPE_TOPIC,
     MessageRejected,
     content_fingerprint,
+    legacy_content_fingerprint,
     parse_line,
     parse_message,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "ShopReturn",
     "UsageCharged",
     "content_fingerprint",
+    "legacy_content_fingerprint",
     "export_json_schemas",
     "parse_line",
     "parse_message",

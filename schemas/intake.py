@@ -43,6 +43,7 @@ __all__ = [
     "INBOUND_ADAPTER",
     "MessageRejected",
     "content_fingerprint",
+    "legacy_content_fingerprint",
     "parse_line",
     "parse_message",
 ]
@@ -287,16 +288,29 @@ def parse_line(raw: bytes | str) -> tuple[str, InboundEvent]:
     return topic, _validate(topic, obj)
 
 
-def content_fingerprint(event: BaseModel) -> str:
-    """Hex SHA-256 of the canonical JSON of a validated event.
+FINGERPRINT_VERSION = "v2:"
 
-    Canonical JSON = ``model_dump(mode="json")`` (contract fields only, so
-    unknown extras and the embedded ``topic`` do not count; amounts as their
-    exact decimal strings; timestamps in ISO form with their offset) dumped
-    with sorted keys, no whitespace and ASCII-only escapes. Redeliveries that
-    differ only in whitespace, key order or unknown fields share it; any change
-    of a contract field changes it.
+
+def content_fingerprint(event: BaseModel) -> str:
+    """``v2:`` and the hex SHA-256 of the validated event as pydantic writes
+    it as JSON (``model_dump_json``).
+
+    That is the contract fields only, in the model's field order (unknown
+    extras and the embedded ``topic`` do not count; amounts as their exact
+    decimal strings; timestamps in ISO form with their offset). Redeliveries
+    that differ only in whitespace, key order or unknown fields share it; any
+    change of a contract field changes it. It is versioned: inbox rows of
+    earlier releases hold :func:`legacy_content_fingerprint`, which a
+    message is compared with only when a row holds one.
     """
+    return FINGERPRINT_VERSION + hashlib.sha256(event.model_dump_json().encode("utf-8")).hexdigest()
+
+
+def legacy_content_fingerprint(event: BaseModel) -> str:
+    """The unversioned fingerprint of the releases before ``v2``: the hex
+    SHA-256 of ``model_dump(mode="json")`` dumped with sorted keys, no
+    whitespace and ASCII-only escapes (it re-serialises the message, which
+    cost more than the rest of the edge)."""
     data = event.model_dump(mode="json")
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()

@@ -10,7 +10,7 @@ from typing import Any
 
 from accrual.intake import inbound_from_line
 from accrual.runtime import Runtime
-from engine.application import Report
+from engine.messages import Report
 from schemas import TYPE_TOPIC
 
 TOPICS = TYPE_TOPIC  # message type -> inbound topic, as EVENTS.md lists them

@@ -164,9 +164,11 @@ def check_accounts(p: Programme) -> None:
         if account is None:
             assert msisdn not in balances
             continue
-        assert sum(lot[3] for lot in account.lots) == account.balance
-        assert all(lot[3] > 0 for lot in account.lots)
-        assert sorted((lot[0], lot[1], lot[2], lot[3]) for lot in account.lots) == sorted(
+        assert sum(lot.remaining for lot in account.lots) == account.balance
+        assert all(lot.remaining > 0 for lot in account.lots)
+        assert sorted(
+            (lot.lot_id, lot.lot_date.isoformat(), lot.expires_on.isoformat(), lot.remaining) for lot in account.lots
+        ) == sorted(
             (lot["lot_id"], lot["lot_date"], lot["expires_on"], lot["remaining"]) for lot in lots
         ), f"{msisdn}: aggregate lots {account.lots} != read model lots {lots}"
         assert account.uncollected == row["uncollected"] >= 0
@@ -437,7 +439,7 @@ class AccrualMachine(RuleBasedStateMachine):
         (rule 5). (The engine's state only picks the month.)"""
         account = self.runtime.app.member(msisdn)
         settled = sorted(
-            month for month, entry in (account.card_months.items() if account else ()) if entry[1] is not None
+            month for month, entry in (account.card_months.items() if account else ()) if entry.settled is not None
         )
         for refund, card, amount in payments:
             if in_a_settled_month and settled:
@@ -527,7 +529,7 @@ class AccrualMachine(RuleBasedStateMachine):
                 settled = sorted(
                     period
                     for period, entry in self.runtime.app.repository.get(mgts_account_id(account)).periods.items()
-                    if entry[2] is not None
+                    if entry.settled_total is not None
                 )
             except AggregateNotFoundError:
                 settled = []
@@ -684,7 +686,7 @@ def _coverage_events(p: Programme) -> None:
         account = p.runtime.app.member(msisdn)
         if account is not None and account.version > 200:
             event("an account passed the snapshot interval (200 events)")
-        if account is not None and any(len(entry) and entry[1] for entry in account.card_months.values()):
+        if account is not None and any(entry.settled for entry in account.card_months.values()):
             event("a card month earned points")
     for kind, why in sorted(kinds):
         event(f"history: {kind} ({why})")

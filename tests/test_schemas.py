@@ -35,6 +35,7 @@ from schemas import (
     ShopReturn,
     UsageCharged,
     content_fingerprint,
+    legacy_content_fingerprint,
     export_json_schemas,
     parse_line,
     parse_message,
@@ -828,7 +829,7 @@ def test_fingerprint_is_stable_under_key_order_whitespace_and_extras() -> None:
     obj = json.loads(raw)
     _, event = parse_line(raw)
     fp = content_fingerprint(event)
-    assert len(fp) == 64 and int(fp, 16) >= 0
+    assert fp.startswith("v2:") and len(fp) == 67 and int(fp[3:], 16) >= 0
 
     reordered = dict(reversed(list(obj.items())))
     reordered["lines"] = [dict(reversed(list(line.items()))) for line in obj["lines"]]
@@ -878,10 +879,22 @@ def test_fingerprint_canonical_json_keeps_decimal_strings() -> None:
 
     event = parse_message(USAGE_TOPIC, json.dumps(with_(USAGE, amount="10.00")))
     canonical = (
+        '{"event_id":"use-1","occurred_at":"2025-01-03T10:58:15+03:00","type":"usage_charged",'
+        '"msisdn":"79756509350","service":"mobile","amount":"10.00"}'
+    )
+    assert content_fingerprint(event) == "v2:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def test_legacy_fingerprint_is_the_sorted_json_of_earlier_releases() -> None:
+    """Inbox rows written before the fingerprint was versioned hold this one."""
+    import hashlib
+
+    event = parse_message(USAGE_TOPIC, json.dumps(with_(USAGE, amount="10.00")))
+    canonical = (
         '{"amount":"10.00","event_id":"use-1","msisdn":"79756509350",'
         '"occurred_at":"2025-01-03T10:58:15+03:00","service":"mobile","type":"usage_charged"}'
     )
-    assert content_fingerprint(event) == hashlib.sha256(canonical.encode()).hexdigest()
+    assert legacy_content_fingerprint(event) == hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def test_json_dump_round_trips_through_the_adapter() -> None:

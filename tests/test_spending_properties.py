@@ -148,7 +148,7 @@ class SpendingMachine(RuleBasedStateMachine):
             lots = self.runtime.reads.lots(msisdn)
             history = self.runtime.reads.history(msisdn)
             assert account.balance >= 0
-            assert account.balance == sum(lot[3] for lot in account.lots)
+            assert account.balance == sum(lot.remaining for lot in account.lots)
             assert account.balance == self.runtime.reads.member(msisdn)["balance"]
             assert account.balance == sum(lot["remaining"] for lot in lots)
             assert account.balance == sum(line["points"] for line in history)
