@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from accrual import collector
 from accrual.settings import Settings
 from accrual.storage import open_application
 from engine.messages import Inbound, Report
@@ -57,6 +58,7 @@ class Runtime:
         self.app.on_saved = self.projector.follow
         self.reads = ReadModels(self.db)
         self.agenda = Agenda(self.db, self.app.rules, self.projector.catch_up)
+        collector.settle()
 
     def close(self) -> None:
         try:

@@ -30,7 +30,7 @@ from eventsourcing.domain import Aggregate
 
 from engine import lots as lotbook
 from engine.calendar import add_months, midnight, month_of, moscow_date, settlement_date, shift_month
-from engine.effects import NO_EFFECT, Effect
+from engine.effects import NO_EFFECT, Effect, credit, debit, give_back
 from engine.errors import AlreadyEnrolledError, InsufficientPointsError, NotEnrolledError
 from engine.ids import member_id
 from engine.lots import Allocation, Lot, Portion
@@ -383,7 +383,7 @@ class MemberAccount(Aggregate):
 
         @property
         def effect(self) -> Effect:
-            return Effect(points=self.lot.remaining, opened=(self.lot,), rule=self.rule)
+            return credit((self.lot,), self.rule)
 
         @property
         def points(self) -> int:
@@ -429,7 +429,7 @@ class MemberAccount(Aggregate):
 
         @property
         def effect(self) -> Effect:
-            return Effect(points=-self.points, taken=tuple(self.allocations), uncollected=self.uncollected)
+            return debit(tuple(self.allocations), self.uncollected)
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -454,7 +454,7 @@ class MemberAccount(Aggregate):
 
         @property
         def effect(self) -> Effect:
-            return Effect(points=-self.points, taken=tuple(self.allocations))
+            return debit(tuple(self.allocations))
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -507,7 +507,7 @@ class MemberAccount(Aggregate):
 
         @property
         def effect(self) -> Effect:
-            return Effect(points=-self.points, taken=tuple(p.allocation for p in self.portions))
+            return debit(tuple(p.allocation for p in self.portions))
 
         def record(self, account: MemberAccount) -> None:
             account.debits[self.debit_id] = DebitRecord(
@@ -549,11 +549,11 @@ class MemberAccount(Aggregate):
 
         @property
         def effect(self) -> Effect:
-            return Effect(points=self.points, returned=tuple(self.portions))
+            return give_back(tuple(self.portions))
 
         def record(self, account: MemberAccount) -> None:
-            debit = account.debits[self.debit_id]
-            account.debits[self.debit_id] = replace(debit, status=CANCELLED, balance_after=account.balance)
+            record = account.debits[self.debit_id]
+            account.debits[self.debit_id] = replace(record, status=CANCELLED, balance_after=account.balance)
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -620,9 +620,8 @@ class MemberAccount(Aggregate):
         @property
         def effect(self) -> Effect:
             if self.direction == OUT:
-                return Effect(points=-self.points, taken=tuple(p.allocation for p in self.portions))
-            opened = tuple(Lot(p.lot_id, p.lot_date, p.expires_on, p.points) for p in self.portions)
-            return Effect(points=self.points, opened=opened, rule=TRANSFER) if opened else NO_EFFECT
+                return debit(tuple(p.allocation for p in self.portions))
+            return credit(tuple(Lot(p.lot_id, p.lot_date, p.expires_on, p.points) for p in self.portions), TRANSFER)
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -659,7 +658,7 @@ class MemberAccount(Aggregate):
 
         @property
         def effect(self) -> Effect:
-            return Effect(points=self.points, returned=tuple(self.portions))
+            return give_back(tuple(self.portions))
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:

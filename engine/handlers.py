@@ -38,16 +38,16 @@ def aggregates_of(messages: list[Inbound]) -> set:
     """The ids of the aggregates a batch may touch (for one existence query)."""
     wanted: set = set()
     for message in messages:
-        event = message.event
-        if event is None:
+        if message.event is None:
             continue
-        msisdn = getattr(event, "msisdn", None)
+        fields = message.event.__dict__  # a pydantic model's values (getattr of a missing field is slow)
+        msisdn = fields.get("msisdn")
         if msisdn is not None:
             wanted.add(member_id(msisdn))
-        receipt = getattr(event, "receipt_id", None)
+        receipt = fields.get("receipt_id")
         if receipt is not None:
             wanted.add(receipt_id(receipt))
-        mgts_account = getattr(event, "mgts_account", None)
+        mgts_account = fields.get("mgts_account")
         if mgts_account is not None:
             wanted.add(mgts_account_id(mgts_account))
     return wanted

@@ -60,6 +60,7 @@ class Projector:
         self._msisdns: dict[Any, str] = {}
         self._mgts_accounts: dict[Any, str] = {}
         self._changes = Changes()
+        self._effect = NO_EFFECT  # of the event being projected
         self._followed: list[Any] = []
         self.follow_batch_size = 10_000
         self._handlers: dict[type, Callable[[Transaction, Any], None]] = {
@@ -190,12 +191,12 @@ class Projector:
 
     def _points(self, tx: Transaction, e: Any) -> str:
         """The event's effect on the member's balance and lots."""
-        effect = e.effect
-        self._changes.touch(e, effect.points, effect.uncollected)
+        effect = self._effect = e.effect
+        changes = self._changes
+        changes.touch(e, effect.points, effect.uncollected)
         msisdn = self._msisdn(tx, e.originator_id)
         if effect is NO_EFFECT:
             return msisdn
-        changes = self._changes
         for lot in effect.opened:
             changes.open_lot(msisdn, lot.lot_id, effect.rule, lot.lot_date.isoformat(), lot.expires_on.isoformat(),
                              lot.remaining)
@@ -206,10 +207,12 @@ class Projector:
         return msisdn
 
     def _history(self, msisdn: str, e: Any, kind: str, **fields: Any) -> None:
+        """A history row of the event whose effect `_points` has just taken."""
         get = fields.get
         self._changes.history.append((
-            msisdn, e.originator_version, kind, e.effect.points, get("rule"), get("reason"), get("source_event_id"),
-            get("lot_id"), get("lot_date"), get("expires_on"), e.timestamp.isoformat(), _json(get("detail", {})),
+            msisdn, e.originator_version, kind, self._effect.points, get("rule"), get("reason"),
+            get("source_event_id"), get("lot_id"), get("lot_date"), get("expires_on"), e.timestamp.isoformat(),
+            _json(get("detail", {})),
         ))
 
     def _opened(self, tx: Transaction, e: Any) -> None:

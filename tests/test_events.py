@@ -13,7 +13,7 @@ from eventsourcing.persistence import JSONTranscoder
 from accrual.intake import read_batches
 from accrual.runtime import Runtime
 from engine.account import MemberAccount
-from engine.effects import NO_EFFECT, Effect
+from engine.effects import NO_EFFECT, credit, debit, give_back
 from engine.lots import Allocation, Lot, Portion
 from engine.transcoding import OrjsonTranscoder, register_transcodings
 from tests.conftest import SAMPLE, settings_for
@@ -52,15 +52,40 @@ def test_an_event_that_does_not_state_its_effect_cannot_be_applied():
 def test_an_effect_is_the_sum_of_its_lot_changes():
     # a clawback of 7 points from lots 1 (5) and 2 (2), 3 more uncollected
     lots = [Lot(1, date(2026, 1, 5), date(2027, 1, 5), 5), Lot(2, date(2026, 2, 1), date(2027, 2, 1), 4)]
-    effect = Effect(points=-7, taken=(Allocation(1, 5), Allocation(2, 2)), uncollected=3)
+    effect = debit((Allocation(1, 5), Allocation(2, 2)), uncollected=3)
+    assert (effect.points, effect.uncollected) == (-7, 3)
     assert effect.apply_to(lots) == [Lot(2, date(2026, 2, 1), date(2027, 2, 1), 2)]
     # a cancelled debit gives 5 back to lot 1, which had emptied: it comes back with its dates
-    back = Effect(points=5, returned=(Portion(1, 5, date(2026, 1, 5), date(2027, 1, 5)),))
+    back = give_back((Portion(1, 5, date(2026, 1, 5), date(2027, 1, 5)),))
+    assert back.points == 5
     assert back.apply_to(effect.apply_to(lots)) == [
         Lot(2, date(2026, 2, 1), date(2027, 2, 1), 2), Lot(1, date(2026, 1, 5), date(2027, 1, 5), 5)]
-    with pytest.raises(AssertionError, match="an effect's points are its lots' changes"):
-        Effect(points=-6, taken=(Allocation(1, 5),))
+    assert credit((Lot(3, date(2026, 3, 1), date(2027, 3, 1), 8),), "usage").points == 8
     assert NO_EFFECT.apply_to(lots) is lots
+
+
+def test_each_event_of_the_sample_states_the_points_it_records(tmp_path):
+    """An event's own `points` field (where it has one) and its effect agree:
+    credits add, debits take, a clawback takes what the balance covered."""
+    with Runtime(settings_for(f"sqlite:///{tmp_path / 'a.sqlite3'}")) as runtime:
+        for path in sorted(SAMPLE.glob("*.jsonl")):
+            runtime.apply(read_batches(path, 500, RECEIVED_AT))
+        runtime.tick(date(2026, 12, 1))
+        kinds = set()
+        for notification in runtime.app.recorder.select_notifications(start=1, limit=10**6):
+            event = runtime.app.mapper.to_domain_event(notification)
+            if not isinstance(event, MemberAccount.Event):
+                continue
+            kinds.add(type(event).__name__)
+            effect = event.effect
+            taken = sum(a.points for a in effect.taken)
+            added = sum(lot.remaining for lot in effect.opened) + sum(p.points for p in effect.returned)
+            assert effect.points == added - taken
+            if isinstance(event, (MemberAccount.PointsClawedBack, MemberAccount.PointsExpired)):
+                assert effect.points == -event.points
+            if isinstance(event, MemberAccount.PointsAccrued):
+                assert effect.points == event.points > 0
+        assert {"PointsAccrued", "PointsClawedBack", "PointsExpired", "UsageCounted"} <= kinds
 
 
 def library_transcoder() -> JSONTranscoder:
