@@ -12,7 +12,6 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
-from accrual.intake import read_batches
 from accrual.runtime import Runtime
 from accrual.settings import Settings, SettingsError
 from engine.messages import APPLIED, DUPLICATE, HELD, NOT_ELIGIBLE, REJECTED, Report
@@ -81,10 +80,7 @@ def ingest(
             disable=not show,
         ) as progress:
             task = progress.add_task(file.name, total=size)
-            batches = read_batches(
-                file, runtime.settings.batch_size, received_at, on_bytes=lambda n: progress.advance(task, n)
-            )
-            report = runtime.apply(batches)
+            report = runtime.ingest(file, received_at, on_bytes=lambda n: progress.advance(task, n))
     _print_report(report, json_output, f"ingested {file}")
 
 
@@ -105,8 +101,7 @@ def run_plan(
         received_at = datetime.now(timezone.utc)
         for number, (command, argument) in enumerate(steps, start=1):
             if command == "ingest":
-                path = plan_file.parent / argument
-                total.add(runtime.apply(read_batches(path, runtime.settings.batch_size, received_at)))
+                total.add(runtime.ingest(plan_file.parent / argument, received_at))
             elif command == "tick":
                 total.add(runtime.tick(_parse_date(argument)))
             else:

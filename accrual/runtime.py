@@ -3,12 +3,16 @@ use it: the application, its read models, their projector and the tick's
 agenda, over the store that `ACCRUAL_DATABASE_URL` names."""
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from accrual import collector
+from accrual.follower import Follower
+from accrual.intake import read_batches
 from accrual.settings import Settings
 from accrual.storage import open_application
 from engine.messages import Inbound, Report
@@ -18,6 +22,8 @@ from projections.queries import Agenda, ReadModels
 from projections.tables import ORDER_BY, Names
 
 Progress = Callable[[int, int], None]
+FOLLOWER_MIN_BYTES = 4 * 1024 * 1024  # about 20,000 messages
+logger = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -75,17 +81,45 @@ class Runtime:
 
     # -- writes ----------------------------------------------------------------
 
-    def apply(self, batches: Iterable[Sequence[Inbound]], on_batch: Callable[[int], None] | None = None) -> Report:
-        """Applies batches of inbound messages, each in one transaction; the
-        read models follow each saved batch."""
+    def apply(
+        self,
+        batches: Iterable[Sequence[Inbound]],
+        on_batch: Callable[[int], None] | None = None,
+        *,
+        follower: bool = False,
+    ) -> Report:
+        """Applies batches of inbound messages, each in one transaction, and
+        returns when the read models show them. The read models follow each
+        saved batch in this process, or, with `follower` (a large file), in
+        a process of their own (accrual/follower.py) while this one applies."""
         report = Report()
         self.projector.catch_up()
-        for batch in batches:
-            report.add(self.app.process(batch))  # the projector follows each saved batch
-            if on_batch is not None:
-                on_batch(len(batch))
-        self.projector.flush()
+        alongside = Follower(self.settings).start() if follower else None
+        if alongside is not None:
+            self.app.on_saved = None
+        try:
+            for batch in batches:
+                report.add(self.app.process(batch))
+                if on_batch is not None:
+                    on_batch(len(batch))
+        finally:
+            if alongside is not None:
+                self.app.on_saved = self.projector.follow
+                if not alongside.finish():
+                    logger.warning("the read models' follower failed; catching up in this process")
+        self.projector.catch_up()  # what the follower left, or the batches followed here
         return report
+
+    def ingest(
+        self, path: Path, received_at: datetime, on_bytes: Callable[[int], None] | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> Report:
+        """`accrual ingest`: a JSON Lines file in batches of the configured
+        size. A large file has its read models written by a follower process
+        meanwhile (below `FOLLOWER_MIN_BYTES`, starting one costs more than
+        it saves)."""
+        batches = read_batches(path, self.settings.batch_size, received_at, on_bytes=on_bytes)
+        return self.apply(batches, on_batch, follower=path.stat().st_size >= FOLLOWER_MIN_BYTES)
 
     def tick(self, as_of: date) -> Report:
         return self.app.tick(as_of, self.agenda, chunk_size=self.settings.batch_size)

@@ -8,10 +8,10 @@ For each store it generates the workload (`bench.workload`, cached by its
 parameters under $TMPDIR/accrual-bench), and runs every measurement in a child
 process of its own (so each peak RSS is that measurement's alone):
 
-- ingest: a fresh store, then `Runtime.apply(read_batches(FILE, ...))` exactly
-  as `accrual ingest` does (each batch one transaction, the projector caught
-  up after each); the wall time covers the whole file including the read
-  models. events/s = input lines / seconds.
+- ingest: a fresh store, then `Runtime.ingest(FILE)` exactly as `accrual
+  ingest` does (each batch one transaction; for a large file the read
+  models follow in a process of their own); the wall time covers the whole
+  file until the read models show all of it. events/s = input lines / seconds.
 - replay: `Runtime.replay()` (drop the read models and rebuild them from the
   event log) on the store the last ingest left; the rate is given per stored
   event replayed and per inbound message the log came from.
@@ -142,7 +142,6 @@ def _report_dict(report: Any) -> dict[str, Any]:
 
 
 def _child_ingest(spec: dict[str, Any]) -> dict[str, Any]:
-    from accrual.intake import read_batches
     from accrual.runtime import Runtime
 
     with Runtime(_settings(spec["url"])) as runtime:
@@ -150,9 +149,7 @@ def _child_ingest(spec: dict[str, Any]) -> dict[str, Any]:
         received_at = datetime.now(timezone.utc)
         began = time.perf_counter()
         sampler = _Sampler(spec.get("progress"), spec["lines"], began)
-        batches = read_batches(Path(spec["file"]), runtime.settings.batch_size, received_at)
-        report = runtime.apply(batches, on_batch=sampler)
-        runtime.projector.catch_up()
+        report = runtime.ingest(Path(spec["file"]), received_at, on_batch=sampler)  # as `accrual ingest`
         seconds = time.perf_counter() - began
         sampler.sample()
         stored = runtime.app.recorder.max_notification_id() or 0

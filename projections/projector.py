@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 from typing import Any, Callable, Iterable
+from uuid import UUID
 
 import orjson
 
@@ -27,6 +28,12 @@ from projections.tables import Names
 
 BATCH_SIZE = 2000
 _ID_CACHE_MAX = 200_000
+_MEMBER_EVENTS = frozenset(
+    v for v in vars(MemberAccount).values() if isinstance(v, type) and issubclass(v, MemberAccount.Event)
+)
+_MGTS_EVENTS = frozenset(
+    v for v in vars(MgtsAccount).values() if isinstance(v, type) and issubclass(v, MgtsAccount.Event)
+)
 
 
 def utc_text(moment: datetime) -> str:
@@ -63,7 +70,8 @@ class Projector:
         self._effect = NO_EFFECT  # of the event being projected
         self._followed: list[Any] = []
         self.follow_batch_size = 10_000
-        self._handlers: dict[type, Callable[[Transaction, Any], None]] = {
+        self.batch_size = BATCH_SIZE  # notifications read and written together when catching up
+        self._handlers: dict[type, Callable[[Any], None]] = {
             MemberAccount.Opened: self._opened,
             MemberAccount.MemberEnrolled: self._enrolled,
             MemberAccount.EventHeld: self._held,
@@ -124,21 +132,21 @@ class Projector:
             self.flush()
         done = 0
         last = self.app.recorder.max_notification_id() or 0
+        mapper = self.app.mapper
         while True:
-            with self.db.transaction() as tx:
-                position = self._locked_position(tx)
-                if position >= last:
-                    break
-                notifications = self.app.recorder.select_notifications(
-                    start=position, limit=BATCH_SIZE, inclusive_of_start=False
-                )
-                if not notifications:
-                    break
-                mapper = self.app.mapper
-                self._apply_all(tx, (mapper.to_domain_event(n) for n in notifications), notifications[-1].id)
-            done += len(notifications)
-            if progress is not None:
-                progress(done, last)
+            position = self.position()
+            if position >= last:
+                break
+            notifications = self.app.recorder.select_notifications(
+                start=position, limit=self.batch_size, inclusive_of_start=False
+            )
+            if not notifications:
+                break
+            events = [mapper.to_domain_event(n) for n in notifications]
+            if self._write(self._changes_of(events), position, notifications[-1].id):
+                done += len(notifications)
+                if progress is not None:
+                    progress(done, last)
         return done
 
     def follow(self, recordings: list[Any]) -> None:
@@ -160,41 +168,71 @@ class Projector:
         if not recordings:
             return
         first, last = recordings[0].notification.id, recordings[-1].notification.id
-        with self.db.transaction() as tx:
-            position = self._locked_position(tx)
-            if position + 1 == first:
-                self._apply_all(tx, (r.domain_event for r in recordings), last)
+        position = self.position()
+        if position + 1 == first:
+            changes = self._changes_of([r.domain_event for r in recordings])
+            if self._write(changes, position, last):
                 return
-        if position < last:
+        if self.position() < last:
             self.catch_up()
 
-    def _apply_all(self, tx: Transaction, events: Iterable[Any], position: int) -> None:
+    def _changes_of(self, events: list[Any]) -> Changes:
+        """What these events change in the read models, worked out before any
+        table is locked (lookups are reads)."""
         self._changes = Changes()
         if len(self._msisdns) >= _ID_CACHE_MAX:
-            self._msisdns.clear()  # bounded; read again from the table (never mid-batch: rows may be pending)
+            self._msisdns.clear()  # bounded; read again from the table
+        self._look_up(events)
         handlers = self._handlers
         for event in events:
             handler = handlers.get(type(event))
             if handler is not None:
-                handler(tx, event)
-        self._changes.write(tx, self.names)
-        tx.execute(f"UPDATE {self.names.tracking} SET position = ? WHERE name = ?", (position, self.name))
+                handler(event)
+        return self._changes
+
+    def _write(self, changes: Changes, position: int, last: int) -> bool:
+        """One transaction: the changes and the position reached, if no other
+        projector of this store moved the position meanwhile (then nothing is
+        written, and the caller reads on from the new position)."""
+        with self.db.transaction() as tx:
+            if self._locked_position(tx) != position:
+                return False
+            changes.write(tx, self.names)
+            tx.execute(f"UPDATE {self.names.tracking} SET position = ? WHERE name = ?", (last, self.name))
+        return True
+
+    def _look_up(self, events: list[Any]) -> None:
+        """The msisdns and MGTS numbers of the batch's aggregates that this
+        projector has not seen yet, in one query per table."""
+        members, mgts = set(), set()
+        for e in events:
+            kind = type(e)
+            if kind in _MEMBER_EVENTS and e.originator_id not in self._msisdns:
+                members.add(str(e.originator_id))
+            elif kind in _MGTS_EVENTS and e.originator_id not in self._mgts_accounts:
+                mgts.add(str(e.originator_id))
+        for table, column, wanted, found in (
+            (self.names.members, "msisdn", members, self._msisdns),
+            (self.names.mgts_accounts, "mgts_account", mgts, self._mgts_accounts),
+        ):
+            ids = sorted(wanted)
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                rows = self.db.query(
+                    f"SELECT account_id, {column} FROM {table} WHERE account_id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+                for account_id, value in rows:
+                    found[UUID(account_id)] = value
 
     # -- member accounts: every event's effect on the balance and the lots -------
 
-    def _msisdn(self, tx: Transaction, account_id: Any) -> str:
-        msisdn = self._msisdns.get(account_id)
-        if msisdn is None:
-            rows = tx.query(f"SELECT msisdn FROM {self.names.members} WHERE account_id = ?", (str(account_id),))
-            msisdn = self._msisdns[account_id] = rows[0][0]
-        return msisdn
-
-    def _points(self, tx: Transaction, e: Any) -> str:
+    def _points(self, e: Any) -> str:
         """The event's effect on the member's balance and lots."""
         effect = self._effect = e.effect
         changes = self._changes
         changes.touch(e, effect.points, effect.uncollected)
-        msisdn = self._msisdn(tx, e.originator_id)
+        msisdn = self._msisdns[e.originator_id]
         if effect is NO_EFFECT:
             return msisdn
         for lot in effect.opened:
@@ -215,48 +253,48 @@ class Projector:
             _json(get("detail", {})),
         ))
 
-    def _opened(self, tx: Transaction, e: Any) -> None:
+    def _opened(self, e: Any) -> None:
         self._changes.new_members.append((str(e.originator_id), e.msisdn, e.originator_version, e.timestamp.isoformat()))
         self._msisdns[e.originator_id] = e.msisdn
 
-    def _enrolled(self, tx: Transaction, e: Any) -> None:
-        msisdn = self._points(tx, e)
+    def _enrolled(self, e: Any) -> None:
+        msisdn = self._points(e)
         self._changes.enrolled.append((e.enrolled_at.isoformat(), e.channel, str(e.originator_id)))
         self._changes.release(msisdn)
         self._history(msisdn, e, "enrolled", source_event_id=e.source_event_id,
                       detail={"channel": e.channel, "released": e.released})
 
-    def _held(self, tx: Transaction, e: Any) -> None:
-        msisdn = self._points(tx, e)
+    def _held(self, e: Any) -> None:
+        msisdn = self._points(e)
         key = (msisdn, e.topic, e.source_event_id)
         self._changes.held[key] = (*key, e.timestamp.isoformat(), _json(e.message))
 
-    def _not_eligible(self, tx: Transaction, e: Any) -> None:
-        msisdn = self._points(tx, e)
+    def _not_eligible(self, e: Any) -> None:
+        msisdn = self._points(e)
         self._history(msisdn, e, "not_eligible", reason=e.reason, source_event_id=e.source_event_id,
                       detail={"type": e.kind})
 
-    def _accrued(self, tx: Transaction, e: Any) -> None:
-        msisdn = self._points(tx, e)
+    def _accrued(self, e: Any) -> None:
+        msisdn = self._points(e)
         lot = e.lot
         self._history(msisdn, e, "accrued", rule=e.rule, source_event_id=e.source_event_id, lot_id=lot.lot_id,
                       lot_date=lot.lot_date.isoformat(), expires_on=lot.expires_on.isoformat(), detail=e.basis)
 
-    def _clawed_back(self, tx: Transaction, e: Any) -> None:
-        msisdn = self._points(tx, e)
+    def _clawed_back(self, e: Any) -> None:
+        msisdn = self._points(e)
         self._history(msisdn, e, "clawed_back", reason=e.reason, source_event_id=e.source_event_id,
                       detail={**e.basis, "points_due": e.points_due, "uncollected": e.uncollected,
                               "lots": _lots(e.allocations)})
 
-    def _expired(self, tx: Transaction, e: Any) -> None:
-        msisdn = self._points(tx, e)
+    def _expired(self, e: Any) -> None:
+        msisdn = self._points(e)
         self._history(msisdn, e, "expired", reason="expiry",
                       detail={"as_of": e.as_of.isoformat(), "lots": _lots(e.allocations)})
 
     # -- rule 10: debits and transfers -----------------------------------------
 
-    def _redeemed(self, tx: Transaction, e: Any) -> None:
-        msisdn = self._points(tx, e)
+    def _redeemed(self, e: Any) -> None:
+        msisdn = self._points(e)
         self._history(msisdn, e, "redeemed", reason=e.purpose, source_event_id=e.idempotency_key,
                       detail={"debit_id": e.debit_id, "purpose": e.purpose, "reference": e.reference,
                               "lots": _lots(e.portions)})
@@ -264,15 +302,15 @@ class Projector:
             (e.debit_id, msisdn, e.purpose, e.points, _json(e.reference), utc_text(e.timestamp))
         )
 
-    def _restored(self, tx: Transaction, e: Any) -> None:
-        msisdn = self._points(tx, e)
+    def _restored(self, e: Any) -> None:
+        msisdn = self._points(e)
         self._history(msisdn, e, "restored", reason=e.purpose,
                       detail={"debit_id": e.debit_id, "purpose": e.purpose, "reference": e.reference,
                               "lots": _lots(e.portions), "lapsed": _lots(e.lapsed)})
         self._changes.cancelled_debits.append(e.debit_id)
 
-    def _transferred(self, tx: Transaction, e: Any) -> None:
-        msisdn = self._points(tx, e)
+    def _transferred(self, e: Any) -> None:
+        msisdn = self._points(e)
         if e.direction == OUT:
             self._history(msisdn, e, "transfer_out", reason="transfer",
                           detail={"transfer_id": e.transfer_id, "to": e.counterpart, "status": e.status,
@@ -282,60 +320,53 @@ class Projector:
                           detail={"transfer_id": e.transfer_id, "from": e.counterpart, "lots": _lots(e.portions),
                                   "lapsed": _lots(e.lapsed)})
 
-    def _transfer_returned(self, tx: Transaction, e: Any) -> None:
-        msisdn = self._points(tx, e)
+    def _transfer_returned(self, e: Any) -> None:
+        msisdn = self._points(e)
         self._history(msisdn, e, "transfer_returned", reason=e.reason,
                       detail={"transfer_id": e.transfer_id, "to": e.counterpart, "lots": _lots(e.portions),
                               "lapsed": _lots(e.lapsed)})
 
-    def _transfer_offered(self, tx: Transaction, e: Any) -> None:
+    def _transfer_offered(self, e: Any) -> None:
         self._changes.new_transfers.append(
             (str(e.originator_id), e.sender, e.recipient, e.points, utc_text(e.offered_at), utc_text(e.expires_at))
         )
 
-    def _transfer_settled(self, tx: Transaction, e: Any) -> None:
+    def _transfer_settled(self, e: Any) -> None:
         status = {MemberTransfer.Accepted: "accepted", MemberTransfer.Declined: "declined",
                   MemberTransfer.Returned: "returned"}[type(e)]
         self._changes.transfer_settlements[str(e.originator_id)] = (status, utc_text(e.timestamp))
 
     # -- card months and MGTS periods: the tick's agenda -------------------------
 
-    def _card_spend(self, tx: Transaction, e: Any) -> None:
-        msisdn = self._points(tx, e)
+    def _card_spend(self, e: Any) -> None:
+        msisdn = self._points(e)
         # The month after, if settled already, is settled on this month's
         # spend (its rate): it has to be looked at again (rule 5).
         self._changes.card_spend(msisdn, e.month, shift_month(e.month, 1), kopecks(e.amount))
 
-    def _card_settled(self, tx: Transaction, e: Any) -> None:
-        msisdn = self._points(tx, e)
+    def _card_settled(self, e: Any) -> None:
+        msisdn = self._points(e)
         self._changes.card_settled(msisdn, e.month, e.points)
 
-    def _mgts_opened(self, tx: Transaction, e: Any) -> None:
+    def _mgts_opened(self, e: Any) -> None:
         self._changes.new_mgts_accounts.append((str(e.originator_id), e.mgts_account))
         self._mgts_accounts[e.originator_id] = e.mgts_account
 
-    def _mgts_account(self, tx: Transaction, e: Any) -> str:
-        account = self._mgts_accounts.get(e.originator_id)
-        if account is None:
-            rows = tx.query(
-                f"SELECT mgts_account FROM {self.names.mgts_accounts} WHERE account_id = ?",
-                (str(e.originator_id),),
-            )
-            account = self._mgts_accounts[e.originator_id] = rows[0][0]
-        return account
+    def _mgts_account(self, e: Any) -> str:
+        return self._mgts_accounts[e.originator_id]
 
-    def _mgts_linked(self, tx: Transaction, e: Any) -> None:
+    def _mgts_linked(self, e: Any) -> None:
         self._changes.mgts_link(str(e.originator_id), e.linked_at.isoformat(), e.msisdn)
 
-    def _mgts_bill(self, tx: Transaction, e: Any) -> None:
-        self._changes.mgts_bill(self._mgts_account(tx, e), e.period, kopecks(e.amount))
+    def _mgts_bill(self, e: Any) -> None:
+        self._changes.mgts_bill(self._mgts_account(e), e.period, kopecks(e.amount))
 
-    def _mgts_settled(self, tx: Transaction, e: Any) -> None:
-        self._changes.mgts_settled(self._mgts_account(tx, e), e.period, e.points, e.msisdn)
+    def _mgts_settled(self, e: Any) -> None:
+        self._changes.mgts_settled(self._mgts_account(e), e.period, e.points, e.msisdn)
 
     # -- rejections --------------------------------------------------------------
 
-    def _rejected(self, tx: Transaction, e: Any) -> None:
+    def _rejected(self, e: Any) -> None:
         self._changes.rejections.append(
             (str(e.originator_id), e.topic, e.partition, e.offset, e.event_id, e.msisdn, e.reason, e.detail,
              e.original, e.timestamp.isoformat())
