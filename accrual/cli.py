@@ -324,7 +324,8 @@ def worker(
     from aiokafka.errors import KafkaError
 
     from accrual import metrics
-    from accrual.worker import Worker, configure_logging
+    from accrual.logs import configure_logging
+    from accrual.worker import Worker
 
     ws, names = _streams_and_kafka()
     configure_logging(log_level.upper())
@@ -340,7 +341,7 @@ def worker(
             err.print(f"[red]metrics endpoint[/red] {ws.metrics_host}:{ws.metrics_port}: {error}")
             raise typer.Exit(2) from error
     try:
-        asyncio.run(Worker(settings, ws, names).run())
+        asyncio.run(Worker(settings, ws, names, log_level.upper()).run())
     except KafkaError as error:
         _kafka_failure(error, ws.bootstrap)
 

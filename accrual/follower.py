@@ -10,16 +10,15 @@ stop anywhere; if it dies, the parent (or the next start) catches up from
 the log, and two projectors of one store never apply a notification twice.
 
 The child ends when its parent asks it to (after reaching the end of the
-log) or when its parent is gone (it checks between batches).
+log) or with its parent (accrual/processes.py).
 """
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
 import time
 from typing import Any
 
+from accrual.processes import orphaned, spawn
 from accrual.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -28,12 +27,12 @@ IDLE_SECONDS = 0.02  # between looks at the log when there is nothing new
 FINISH_TIMEOUT_SECONDS = 3600.0
 
 
-def _follow(settings: Settings, stop: Any, parent: int) -> None:
+def _follow(stop: Any, parent: int, settings: Settings) -> None:
     from accrual.runtime import Runtime
 
     with Runtime(settings) as runtime:
         projector, recorder = runtime.projector, runtime.app.recorder
-        while os.getppid() == parent:
+        while not orphaned(parent):
             applied = projector.catch_up()
             if applied:
                 continue
@@ -47,12 +46,7 @@ class Follower:
     to the end of its event log."""
 
     def __init__(self, settings: Settings):
-        # spawn, not fork: the parent holds database connections and threads
-        context = multiprocessing.get_context("spawn")
-        self._stop = context.Event()
-        self._process = context.Process(
-            target=_follow, args=(settings, self._stop, os.getpid()), name="accrual-read-models", daemon=True
-        )
+        self._process, self._stop = spawn(_follow, settings, name="accrual-read-models")
 
     def start(self) -> Follower:
         self._process.start()
@@ -61,6 +55,10 @@ class Follower:
     @property
     def alive(self) -> bool:
         return self._process.is_alive()
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._process.exitcode
 
     def finish(self, timeout: float = FINISH_TIMEOUT_SECONDS) -> bool:
         """Waits until the read models have reached the end of the log as it

@@ -20,7 +20,8 @@ BATCH_SECONDS = Histogram(
 )
 VISIBLE_SECONDS = Histogram(
     "accrual_visible_seconds",
-    "From a record's producer timestamp to its batch's commit (events, inbox and read models)",
+    "From a record's producer timestamp to its batch's commit (events and inbox; the read models follow "
+    "in their own process)",
     buckets=(0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2, 5, 10, 30, 60),
     registry=REGISTRY,
 )

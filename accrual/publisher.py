@@ -58,6 +58,18 @@ def _reason(event: Any) -> str | None:
     return getattr(event, "reason", None) or getattr(event, "purpose", None) or getattr(event, "direction", None)
 
 
+def create_tables(db: Database, name: str = "kafka") -> None:
+    """The publisher's position and running balances (idempotent)."""
+    from accrual.runtime import schema_lock
+
+    with schema_lock(db.url), db.transaction() as tx:
+        for statement in STATE_TABLES:
+            tx.execute(statement)
+        tx.execute(
+            "INSERT INTO outbound_position (name, position) VALUES (?, 0) ON CONFLICT (name) DO NOTHING", (name,)
+        )
+
+
 @dataclass(frozen=True)
 class Outgoing:
     topic: str
@@ -81,15 +93,7 @@ class Publisher:
         # (topic, partition) -> highest notification id the partition holds
         self.published: dict[tuple[str, int], int] = {}
         self.published_events = 0
-        from accrual.runtime import schema_lock
-
-        with schema_lock(db.url), db.transaction() as tx:
-            for statement in STATE_TABLES:
-                tx.execute(statement)
-            tx.execute(
-                "INSERT INTO outbound_position (name, position) VALUES (?, 0) ON CONFLICT (name) DO NOTHING",
-                (name,),
-            )
+        create_tables(db, name)
 
     def position(self) -> int:
         return int(self.db.query("SELECT position FROM outbound_position WHERE name = ?", (self.name,))[0][0])

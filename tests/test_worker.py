@@ -283,7 +283,12 @@ def test_status_metrics_and_a_clean_stop_on_sigterm(postgres_url, kafka_bootstra
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
         assert 'accrual_messages_total{outcome="held"}' in text
         assert "accrual_batch_seconds_bucket" in text and "accrual_consumer_lag" in text
+        deadline = time.monotonic() + 30  # the leader is a process of its own: it takes the lock when it is up
+        while "accrual_leader 1.0" not in text and time.monotonic() < deadline:
+            time.sleep(0.2)
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
         assert "accrual_leader 1.0" in text
+        assert "accrual_published_total" in text
         assert worker.terminate(timeout=60) == 0
         log = (tmp_path / "worker.log").read_text()
         stopped = [json.loads(line) for line in log.splitlines() if '"worker stopped"' in line]

@@ -1,0 +1,258 @@
+"""The leader's jobs, in a process of its own beside each worker: the
+outbound publisher (accrual/publisher.py) and the daily tick.
+
+Only the process that holds the store's leadership lock (accrual/
+leadership.py) does them, so that they run once for the store however many
+workers there are. The lock is taken by this process itself: if its worker
+dies, it dies too (accrual/processes.py) and its database session with the
+lock ends, so no orphan can publish beside a new leader.
+
+- The publisher follows the event log chunk by chunk: read and map (in a
+  thread), send to Kafka, commit the position after Kafka acknowledged.
+- The daily tick runs `ACCRUAL_TICK_AFTER` minutes after 00:00 Moscow time,
+  once the group has caught up (it waits up to 10 minutes for zero lag, so
+  the day is closed on what arrived before midnight); days missed while no
+  worker ran are closed in order.
+
+Its metrics go to the worker's endpoint through a queue (`MetricUpdates`).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from aiokafka.errors import KafkaError
+
+from accrual.kafka import Names
+from accrual.leadership import Leadership
+from accrual.processes import orphaned
+from accrual.settings import Settings, WorkerSettings
+from engine.calendar import MOSCOW
+
+logger = logging.getLogger("accrual.leader")
+
+MAX_CATCH_UP_DAYS = 62
+TICK_WAIT_FOR_LAG_SECONDS = 600.0
+LOCK_CHECK_SECONDS = 5.0
+
+
+class MetricUpdates:
+    """The leader's metric changes, sent to the worker's process, which
+    serves them (prometheus_client registries are per process)."""
+
+    def __init__(self, queue: Any):
+        self.queue = queue
+
+    def leader(self, held: bool) -> None:
+        self.queue.put(("leader", 1 if held else 0))
+
+    def published(self, topic: str, count: int, position: int) -> None:
+        self.queue.put(("published", topic, count, position))
+
+    def tick(self) -> None:
+        self.queue.put(("tick",))
+
+
+def apply_metric_update(update: tuple) -> None:
+    """In the worker's process: one update from its leader."""
+    from accrual import metrics
+
+    kind = update[0]
+    if kind == "leader":
+        metrics.LEADER.set(update[1])
+    elif kind == "published":
+        metrics.PUBLISHED.labels(update[1]).inc(update[2])
+        metrics.PUBLISH_POSITION.set(update[3])
+    elif kind == "tick":
+        metrics.TICKS.inc()
+
+
+def run_leader(stop: Any, parent: int, settings: Settings, ws: WorkerSettings, names: Names, queue: Any,
+               log_level: str) -> None:
+    """The child's entry point (accrual/processes.py)."""
+    from accrual.logs import configure_logging
+
+    configure_logging(log_level)
+    asyncio.run(Leader(settings, ws, names, MetricUpdates(queue), stop, parent).run())
+
+
+class Leader:
+    def __init__(self, settings: Settings, ws: WorkerSettings, names: Names, updates: MetricUpdates,
+                 stop: Any, parent: int):
+        from accrual.publisher import Publisher
+        from accrual.runtime import Runtime
+        from projections.db import Database
+
+        self.ws = ws
+        self.names = names
+        self.updates = updates
+        self.stop = stop
+        self.parent = parent
+        self.runtime = Runtime(settings)
+        self.publisher = Publisher(self.runtime.app, Database(settings.database), names)
+        self.leadership = Leadership(settings.database, f"accrual:{names.group}:leader")
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="leader")
+        self.position_seen = -1
+        self.tick_waiting_since: float | None = None
+
+    def stopping(self) -> bool:
+        return self.stop.is_set() or orphaned(self.parent)
+
+    async def pause(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping() and time.monotonic() < deadline:
+            await asyncio.sleep(min(0.1, seconds))
+
+    async def in_thread(self, function: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.thread, function, *args)
+
+    async def run(self) -> None:
+        producer = None
+        next_tick_check = next_lock_check = 0.0
+        try:
+            while not self.stopping():
+                if not self.leadership.held:
+                    acquired = await self.in_thread(self.leadership.try_acquire)
+                    self.updates.leader(acquired)
+                    if not acquired:
+                        await self.pause(2.0)
+                        continue
+                    logger.info("leadership taken: publishing the outbound topics and running the daily tick")
+                if producer is None:
+                    producer = await self._start_producer()
+                    if producer is None:
+                        continue
+                if time.monotonic() >= next_lock_check:
+                    next_lock_check = time.monotonic() + LOCK_CHECK_SECONDS
+                    if not await self.in_thread(self.leadership.still_held):
+                        logger.warning("leadership lost (the lock's database session ended); standing down")
+                        producer = await _stopped(producer)
+                        self.updates.leader(False)
+                        continue
+                try:
+                    sent = await self._publish_once(producer)
+                except KafkaError as error:
+                    producer = await self._publisher_failed(producer, error)
+                    continue
+                if self.ws.auto_tick and time.monotonic() >= next_tick_check:
+                    await self._tick_if_due()
+                    next_tick_check = time.monotonic() + (5 if self.tick_waiting_since else 30)
+                if not sent:
+                    await self.pause(0.02)
+        finally:
+            await _stopped(producer)
+            self.updates.leader(False)
+            self.leadership.release()
+            await self.in_thread(self.runtime.close)
+            self.thread.shutdown()
+
+    # -- the publisher -------------------------------------------------------------
+
+    async def _start_producer(self) -> Any:
+        from accrual.publisher import new_producer
+
+        producer = new_producer(self.ws.bootstrap)
+        try:
+            await producer.start()
+            await self.publisher.recover(self.ws.bootstrap)
+        except KafkaError as error:
+            return await self._publisher_failed(producer, error)
+        return producer
+
+    async def _publisher_failed(self, producer: Any, error: Exception) -> None:
+        """Kafka refused or timed out: the chunk's position was not committed,
+        so it is sent again after `recover` (which skips what got through)."""
+        logger.warning("publishing failed; retrying with a new producer in 5 s",
+                       extra={"fields": {"error": f"{type(error).__name__}: {error}"}})
+        await _stopped(producer)
+        await self.pause(5.0)
+        return None
+
+    async def _publish_once(self, producer: Any) -> int:
+        records, commit, position = await self.in_thread(self.publisher.read_chunk)
+        if not records and position == self.position_seen:
+            return 0
+        sent = await self.publisher.send(producer, records)
+        await self.in_thread(commit)
+        self.position_seen = position
+        by_topic: dict[str, int] = {}
+        for r in records:
+            by_topic[r.topic] = by_topic.get(r.topic, 0) + 1
+        for topic, count in by_topic.items():
+            self.updates.published(topic, count, position)
+        return sent or len(records)
+
+    # -- the daily tick ---------------------------------------------------------------
+
+    async def _tick_if_due(self) -> None:
+        """The daily close for today, once it is `tick_after_minutes` past
+        00:00 Moscow time; days missed while no worker ran are closed in
+        order (at most two months back)."""
+        now = datetime.now(MOSCOW)
+        today = now.date()
+        if now < datetime(today.year, today.month, today.day, tzinfo=MOSCOW) + timedelta(
+            minutes=self.ws.tick_after_minutes
+        ):
+            today -= timedelta(days=1)
+        rows = await self.in_thread(
+            self.publisher.db.query, "SELECT as_of FROM worker_ticks WHERE name = ?", ("daily",)
+        )
+        last = date.fromisoformat(rows[0][0]) if rows else today - timedelta(days=1)
+        day = max(last + timedelta(days=1), today - timedelta(days=MAX_CATCH_UP_DAYS))
+        if day > today or not await self._caught_up():
+            return
+        while day <= today and not self.stopping():
+            started = time.perf_counter()
+            report = await self.in_thread(self.runtime.tick, day)
+            await self.in_thread(self.runtime.projector.flush)
+            await self.in_thread(self._record_tick, day)
+            self.updates.tick()
+            logger.info("daily tick", extra={"fields": {
+                "as_of": day.isoformat(), "settled": report.settled, "expired_points": report.expired_points,
+                "seconds": round(time.perf_counter() - started, 2)}})
+            day += timedelta(days=1)
+
+    async def _caught_up(self) -> bool:
+        """The tick closes the day on what has arrived: while the group still
+        lags (a backlog after downtime, a burst at midnight), it waits, for
+        at most `TICK_WAIT_FOR_LAG_SECONDS` after it first became due."""
+        from accrual.status import kafka_lag
+
+        try:
+            lag = sum(row["lag"] for row in await kafka_lag(self.ws.bootstrap, self.names))
+        except Exception as error:  # no lag figure: do not hold the close back for it
+            logger.warning("lag unknown before the tick", extra={"fields": {"error": str(error)}})
+            return True
+        now = time.monotonic()
+        if lag == 0:
+            self.tick_waiting_since = None
+            return True
+        if self.tick_waiting_since is None:
+            self.tick_waiting_since = now
+            logger.info("daily tick due: waiting for the group to catch up", extra={"fields": {"lag": lag}})
+        if now - self.tick_waiting_since < TICK_WAIT_FOR_LAG_SECONDS:
+            return False
+        logger.warning("daily tick runs with the group still lagging", extra={"fields": {"lag": lag}})
+        self.tick_waiting_since = None
+        return True
+
+    def _record_tick(self, day: date) -> None:
+        with self.publisher.db.transaction() as tx:
+            tx.execute(
+                "INSERT INTO worker_ticks (name, as_of) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET as_of = excluded.as_of",
+                ("daily", day.isoformat()),
+            )
+
+
+async def _stopped(producer: Any) -> None:
+    if producer is not None:
+        try:
+            await producer.stop()
+        except Exception:
+            logger.exception("while stopping the producer")
+    return None
