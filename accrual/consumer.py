@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
@@ -42,6 +43,7 @@ from engine.messages import Report
 logger = logging.getLogger("accrual.worker")
 
 STORE_ATTEMPTS = 6
+COUNTS_EVERY_SECONDS = 1.0
 
 
 def is_store_error(error: BaseException) -> bool:
@@ -86,6 +88,8 @@ class Consumer:
         self.forget_cache = False
         self.report = Report()
         self.batches = 0
+        self.uncounted: Counter = Counter()  # deliveries by outcome not yet in worker_counts
+        self.counted_at = time.monotonic()
         self._contract_topic = {names.topic(t.topic): t.topic for t in names.streams.inbound}
 
     def kafka_consumer(self) -> AIOKafkaConsumer:
@@ -108,12 +112,16 @@ class Consumer:
         to stop is finished and committed first."""
         consumer.subscribe(self.names.inbound, listener=_Rebalance(self))
         await consumer.start()
+        loop = asyncio.get_running_loop()
         while not self.stopping.is_set():
             records = await consumer.getmany(timeout_ms=100, max_records=self.ws.batch_size)
             if records:
                 await self._apply(consumer, records)
+            elif self.uncounted and time.monotonic() - self.counted_at >= COUNTS_EVERY_SECONDS:
+                await loop.run_in_executor(self.apply_thread, self.write_counts)
 
     def close(self) -> None:
+        self.apply_thread.submit(self.write_counts).result()
         self.apply_thread.shutdown()
 
     async def _apply(self, consumer: AIOKafkaConsumer, records: dict[TopicPartition, list]) -> None:
@@ -169,13 +177,24 @@ class Consumer:
             self.forget_cache = False
             self.runtime.app.forget()
         report = self.runtime.app.process(inbound)
+        self.uncounted.update(report.outcomes)
+        if time.monotonic() - self.counted_at >= COUNTS_EVERY_SECONDS:
+            self.write_counts()
+        return report
+
+    def write_counts(self) -> None:
+        """Adds the deliveries seen since the last time to `worker_counts`
+        (once a second, not per batch: a commit costs a WAL flush)."""
+        counts, self.uncounted = self.uncounted, Counter()
+        self.counted_at = time.monotonic()
+        if not counts:
+            return
         with self.runtime.db.transaction() as tx:
             tx.executemany(
                 "INSERT INTO worker_counts (outcome, messages) VALUES (?, ?) ON CONFLICT (outcome) "
                 "DO UPDATE SET messages = worker_counts.messages + excluded.messages",
-                sorted(report.outcomes.items()),
+                sorted(counts.items()),
             )
-        return report
 
     def _observe(self, report: Report, size: int, seconds: float, consumer: AIOKafkaConsumer, records: dict) -> None:
         metrics.BATCH_SIZE.observe(size)

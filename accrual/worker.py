@@ -39,8 +39,8 @@ logger = logging.getLogger("accrual.worker")
 
 TICK_TABLE = "CREATE TABLE IF NOT EXISTS worker_ticks (name TEXT PRIMARY KEY, as_of TEXT NOT NULL)"
 # Messages seen by the workers, by outcome, duplicates included (the inbox
-# keeps first outcomes only). Operational counts, added after each batch's
-# commit: a crash in between leaves them short by that batch.
+# keeps first outcomes only). Operational counts, added once a second after
+# the batches' commits: a crash in between leaves them short by that second.
 COUNTS_TABLE = "CREATE TABLE IF NOT EXISTS worker_counts (outcome TEXT PRIMARY KEY, messages BIGINT NOT NULL)"
 CHILD_STOP_SECONDS = 60.0
 
@@ -98,8 +98,8 @@ class Worker:
             if leader.is_alive():
                 leader.terminate()
             await _drain(updates)
+            self.consumer.close()  # writes the last counts
             await loop.run_in_executor(None, self.runtime.close)
-            self.consumer.close()
             logger.info("worker stopped", extra={"fields": {"batches": self.consumer.batches,
                                                              **dict(self.consumer.report.outcomes)}})
 

@@ -1,5 +1,5 @@
 """End to end through Kafka: produce → `accrual worker` → PostgreSQL (events,
-inbox, read models) → offsets committed.
+inbox; offsets committed) → read models (the worker's follower process).
 
     python -m bench.e2e throughput --events 100000 --workers 1
     python -m bench.e2e latency --rate 2000 --seconds 30
@@ -9,15 +9,18 @@ Needs the services of `dev/services up` (it starts them if they are not
 running) and makes a fresh database and a fresh topic prefix per run.
 
 - throughput: the whole workload is produced first, then the workers start;
-  the rate is the messages consumed between the first progress and a lag of
-  zero (the read models are committed before the offsets, so zero lag
-  means every balance is visible). Also reported: how long the publisher
-  needed to catch up with the log, and the workers' own figures (batch
-  time, the share of it spent in the event-table insert and commit).
-- latency: one worker, a steady produce rate; the worker measures each
-  record from its producer timestamp to its batch's commit
-  (`accrual_visible_seconds`); p50 and p99 are read from that histogram
-  (linear within a bucket).
+  the rate is the messages consumed between the first progress and the
+  moment every balance is visible (zero lag, and the read models at the end
+  of the event log). Also reported: the rate to zero lag alone, how long
+  the publisher needed to catch up with the log, and the workers' own
+  figures (batch time, the share of it spent in the event-table insert and
+  commit).
+- latency: one worker, a steady produce rate of the workload, and beside it
+  a probe: every 50 ms a usage charge of 10 RUB (2 points) for a member of
+  its own, whose history row is watched in the read models; produce →
+  visible is measured per probe (p50, p99, max). The worker's own histogram
+  (`accrual_visible_seconds`, producer timestamp → commit of the events)
+  is reported too.
 """
 from __future__ import annotations
 
@@ -135,10 +138,13 @@ def throughput(args: argparse.Namespace) -> dict:
             for w in workers:
                 w.check_alive()
             time.sleep(0.25)
+        zero_lag = time.perf_counter()
+        log_end = _log_end(url)
+        while _read_models_at(url) < log_end:
+            time.sleep(0.05)
         end = time.perf_counter()
         consumed = first[1]
         seconds = end - first[0]
-        log_end = _log_end(url)
         while _published(url) < log_end:
             time.sleep(0.25)
         publisher_done = time.perf_counter() - end
@@ -154,6 +160,8 @@ def throughput(args: argparse.Namespace) -> dict:
         "bench": "e2e-throughput", "machine": machine(), "date": time.strftime("%Y-%m-%d"),
         "workers": args.workers, "messages": total, "consumed_in_window": consumed,
         "seconds": round(seconds, 2), "messages_per_second": round(consumed / seconds),
+        "messages_per_second_to_zero_lag": round(consumed / (zero_lag - first[0])),
+        "read_models_behind_zero_lag_seconds": round(end - zero_lag, 2),
         "produce_messages_per_second": round(total / produce_seconds),
         "log_position": log_end, "publisher_lag_seconds_after_zero_lag": round(publisher_done, 2),
         "batches": int(sum(b[2] for b in batch)),
@@ -163,36 +171,80 @@ def throughput(args: argparse.Namespace) -> dict:
     }
 
 
+PROBE = "79990009999"
+
+
 def latency(args: argparse.Namespace) -> dict:
+    import threading
+
     bootstrap, url, prefix, names, work = setup(args.rate * args.seconds, args.seed)
     lines = read_lines(work / "w.jsonl")
     port = free_port()
+    produce(bootstrap, prefix, [json.dumps({
+        "topic": "loyalty.members.v1", "event_id": "probe-enrolled", "type": "member_enrolled",
+        "occurred_at": "2026-01-01T00:00:00+03:00", "msisdn": PROBE, "channel": "web"}).encode()])
     worker = WorkerProcess(worker_env(url, bootstrap, prefix, ACCRUAL_METRICS_PORT=str(port)), work / "w.log").start()
+    sent_at: dict[str, float] = {}
+    seen_at: dict[str, float] = {}
+    watching = threading.Event()
+    watching.set()
+    watcher = threading.Thread(target=_watch, args=(url, seen_at, watching), daemon=True)
     try:
         time.sleep(8)  # joined the group
-        sent = asyncio.run(_paced(bootstrap, prefix, lines, args.rate))
+        watcher.start()
+        sent = asyncio.run(_paced(bootstrap, prefix, lines, args.rate, sent_at))
         deadline = time.monotonic() + 300
         while total_lag(bootstrap, names)[0] and time.monotonic() < deadline:
             time.sleep(0.25)
+        while len(seen_at) < len(sent_at) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        watching.clear()
         text = scrape(port)
     finally:
         worker.kill()
+    visible = sorted(seen_at[k] - sent_at[k] for k in sent_at if k in seen_at)
     buckets, total, count = histogram(text, "accrual_visible_seconds")
     _, batch_seconds, batches = histogram(text, "accrual_batch_seconds")
     _, batch_messages, _ = histogram(text, "accrual_batch_messages")
     _, store_seconds, _ = histogram(text, "accrual_store_commit_seconds")
     return {
+        "bench": "e2e-latency", "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+        "rate_asked": args.rate, "rate_sent": round(sent[0] / sent[1]), "messages": int(count),
+        "probes": len(sent_at), "probes_seen": len(visible),
+        "visible_p50_ms": round(_at(visible, 0.5) * 1000), "visible_p99_ms": round(_at(visible, 0.99) * 1000),
+        "visible_max_ms": round(visible[-1] * 1000) if visible else None,
+        "commit_p50_ms": round(quantile(buckets, 0.5) * 1000), "commit_p99_ms": round(quantile(buckets, 0.99) * 1000),
         "batches": int(batches), "mean_batch_messages": round(batch_messages / batches) if batches else None,
         "mean_batch_ms": round(batch_seconds / batches * 1000, 1) if batches else None,
         "mean_insert_commit_ms": round(store_seconds / batches * 1000, 1) if batches else None,
-        "bench": "e2e-latency", "machine": machine(), "date": time.strftime("%Y-%m-%d"),
-        "rate_asked": args.rate, "rate_sent": round(sent[0] / sent[1]), "messages": int(count),
-        "p50_ms": round(quantile(buckets, 0.5) * 1000), "p99_ms": round(quantile(buckets, 0.99) * 1000),
-        "mean_ms": round(total / count * 1000) if count else None,
     }
 
 
-async def _paced(bootstrap: str, prefix: str, lines: list[bytes], rate: int) -> tuple[int, float]:
+def _at(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+def _watch(url: str, seen_at: dict[str, float], watching) -> None:
+    """Polls the probe member's history in the read models (every 10 ms)."""
+    import psycopg
+
+    version = 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        while watching.is_set():
+            rows = conn.execute(
+                "SELECT version, source_event_id FROM rm_history WHERE msisdn = %s AND version > %s",
+                (PROBE, version),
+            ).fetchall()
+            now = time.perf_counter()
+            for row_version, source in rows:
+                version = max(version, row_version)
+                if source and source not in seen_at:
+                    seen_at[source] = now
+            time.sleep(0.01)
+
+
+async def _paced(bootstrap: str, prefix: str, lines: list[bytes], rate: int,
+                 sent_at: dict[str, float]) -> tuple[int, float]:
     from aiokafka import AIOKafkaProducer
 
     from tests.kafka_support import routable
@@ -201,6 +253,20 @@ async def _paced(bootstrap: str, prefix: str, lines: list[bytes], rate: int) -> 
     await producer.start()
     started = time.perf_counter()
     sent = 0
+    probing = True
+
+    async def probe() -> None:
+        number = 0
+        while probing:
+            number += 1
+            key = f"probe-{number}"
+            value = json.dumps({"event_id": key, "type": "usage_charged", "occurred_at": "2026-11-02T12:00:00+03:00",
+                                "msisdn": PROBE, "service": "mobile", "amount": "10.00"}).encode()
+            sent_at[key] = time.perf_counter()
+            await producer.send(prefix + "mts.usage.v1", value, key=PROBE.encode())
+            await asyncio.sleep(0.05)
+
+    prober = asyncio.create_task(probe())
     try:
         for raw in lines:
             route = routable(raw)
@@ -212,6 +278,8 @@ async def _paced(bootstrap: str, prefix: str, lines: list[bytes], rate: int) -> 
                 await asyncio.sleep(delay)
             await producer.send(prefix + route[0], raw, key=route[1])
             sent += 1
+        probing = False
+        await prober
         await producer.flush()
     finally:
         await producer.stop()
@@ -250,6 +318,13 @@ def _log_end(url: str) -> int:
 
     with psycopg.connect(url) as conn:
         return conn.execute("SELECT COALESCE(MAX(notification_id), 0) FROM accrual_events").fetchone()[0]
+
+
+def _read_models_at(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT position FROM rm_tracking WHERE name = 'read_models'").fetchone()[0]
 
 
 def _published(url: str) -> int:
