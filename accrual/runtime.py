@@ -128,19 +128,15 @@ class Runtime:
 
     def replay(self, progress: Progress | None = None) -> int:
         """Drops the read models and rebuilds them from the event log."""
-        self.projector.drop_tables()
-        self.projector.create_tables()
-        return self.projector.catch_up(progress)
+        return self.projector.rebuild(progress)
 
     def audit(self, progress: Progress | None = None) -> list[Difference]:
         """Rebuilds every read model from zero into scratch tables and lists
         each row where the live read model differs."""
         self.projector.catch_up()
         scratch = Projector(self.app, self.db, Names("audit_"))
-        scratch.drop_tables()
-        scratch.create_tables()
         try:
-            scratch.catch_up(progress)
+            scratch.rebuild(progress)
             differences: list[Difference] = []
             for table, order in ORDER_BY.items():
                 live = self._rows(getattr(self.projector.names, table), order)

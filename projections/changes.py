@@ -128,58 +128,38 @@ class Changes:
     def write(self, tx: Transaction, names: Names) -> None:
         self._write_members(tx, names)
         self._write_months(tx, names)
-        tx.executemany(
-            f"INSERT INTO {names.transfers} (transfer_id, sender, recipient, points, status, offered_at, "
-            "expires_at) VALUES (?, ?, ?, ?, 'pending', ?, ?)",
-            self.new_transfers,
-        )
+        tx.insert(names.transfers, ("transfer_id", "sender", "recipient", "points", "offered_at", "expires_at",
+                                    "status"), [(*t, "pending") for t in self.new_transfers])
         tx.executemany(
             f"UPDATE {names.transfers} SET status = ?, settled_at = ? WHERE transfer_id = ?",
             [(*settled, transfer_id) for transfer_id, settled in self.transfer_settlements.items()],
         )
-        tx.executemany(
-            f"INSERT INTO {names.debits} (debit_id, msisdn, purpose, points, status, reference, created_at) "
-            "VALUES (?, ?, ?, ?, 'debited', ?, ?)",
-            self.new_debits,
-        )
+        tx.insert(names.debits, ("debit_id", "msisdn", "purpose", "points", "reference", "created_at", "status"),
+                  [(*d, "debited") for d in self.new_debits])
         tx.executemany(f"UPDATE {names.debits} SET status = 'cancelled' WHERE debit_id = ?",
                        [(d,) for d in self.cancelled_debits])
-        tx.executemany(
-            f"INSERT INTO {names.rejections} (rejection_id, topic, source_partition, source_offset, event_id, "
-            "msisdn, reason, detail, original, received_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            self.rejections,
-        )
+        tx.insert(names.rejections, ("rejection_id", "topic", "source_partition", "source_offset", "event_id",
+                                     "msisdn", "reason", "detail", "original", "received_at"), self.rejections)
 
     def _write_members(self, tx: Transaction, names: Names) -> None:
-        tx.executemany(
-            f"INSERT INTO {names.members} (account_id, msisdn, version, updated_at) VALUES (?, ?, ?, ?)",
-            self.new_members,
-        )
+        tx.insert(names.members, ("account_id", "msisdn", "version", "updated_at"), self.new_members)
         tx.executemany(
             f"UPDATE {names.members} SET balance = balance + ?, uncollected = uncollected + ?, "
             "version = ?, updated_at = ? WHERE account_id = ?",
             [(b, u, v, t.isoformat(), str(i)) for i, (b, u, v, t) in self.members.items()],
         )
         tx.executemany(f"UPDATE {names.members} SET enrolled_at = ?, channel = ? WHERE account_id = ?", self.enrolled)
-        tx.executemany(
-            f"INSERT INTO {names.history} (msisdn, version, kind, points, rule, reason, source_event_id, "
-            "lot_id, lot_date, expires_on, occurred_at, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            self.history,
-        )
-        tx.executemany(
-            f"INSERT INTO {names.lots} (msisdn, lot_id, rule, lot_date, expires_on, points, remaining) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            list(self.new_lots.values()),
-        )
+        tx.insert(names.history, ("msisdn", "version", "kind", "points", "rule", "reason", "source_event_id",
+                                  "lot_id", "lot_date", "expires_on", "occurred_at", "detail"), self.history)
+        tx.insert(names.lots, ("msisdn", "lot_id", "rule", "lot_date", "expires_on", "points", "remaining"),
+                  list(self.new_lots.values()))
         tx.executemany(
             f"UPDATE {names.lots} SET remaining = remaining + ? WHERE msisdn = ? AND lot_id = ?",
             [(points, msisdn, lot_id) for (msisdn, lot_id), points in self.lot_deltas.items() if points],
         )
         tx.executemany(f"DELETE FROM {names.held} WHERE msisdn = ?", [(m,) for m in self.released])
-        tx.executemany(
-            f"INSERT INTO {names.held} (msisdn, topic, source_event_id, occurred_at, message) VALUES (?, ?, ?, ?, ?)",
-            list(self.held.values()),
-        )
+        tx.insert(names.held, ("msisdn", "topic", "source_event_id", "occurred_at", "message"),
+                  list(self.held.values()))
 
     def _write_months(self, tx: Transaction, names: Names) -> None:
         months = self.card_months
@@ -201,9 +181,7 @@ class Changes:
         self._write_mgts(tx, names)
 
     def _write_mgts(self, tx: Transaction, names: Names) -> None:
-        tx.executemany(
-            f"INSERT INTO {names.mgts_accounts} (account_id, mgts_account) VALUES (?, ?)", self.new_mgts_accounts
-        )
+        tx.insert(names.mgts_accounts, ("account_id", "mgts_account"), self.new_mgts_accounts)
         tx.executemany(
             f"UPDATE {names.mgts_accounts} SET msisdn = ?, linked_at = ? "
             "WHERE account_id = ? AND (linked_at IS NULL OR linked_at <= ?)",

@@ -33,9 +33,9 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         if self.is_postgres:
-            # Pipeline mode: statements are sent without waiting for each
-            # reply (a read-model batch is thousands of small statements).
-            with self._conn.pipeline(), self._conn.transaction(), self._conn.cursor() as cursor:
+            # Rows go in with COPY (`Transaction.insert`); psycopg pipelines
+            # the statements of an `executemany` by itself.
+            with self._conn.transaction(), self._conn.cursor() as cursor:
                 yield Transaction(self, cursor)
         else:
             cursor = self._conn.cursor()
@@ -46,6 +46,21 @@ class Database:
                 cursor.execute("ROLLBACK")
                 raise
             cursor.execute("COMMIT")
+
+    @contextmanager
+    def relaxed_durability(self) -> Iterator[None]:
+        """Commits that do not wait for the write-ahead log to reach the disk
+        (PostgreSQL's `synchronous_commit = off`; SQLite's WAL commits do
+        not wait already): for rebuilding read models, which a crash only
+        sends back to an earlier position."""
+        if not self.is_postgres:
+            yield
+            return
+        self._conn.execute("SET synchronous_commit = off")
+        try:
+            yield
+        finally:
+            self._conn.execute("RESET synchronous_commit")
 
     def query(self, statement: str, params: Sequence[Any] = ()) -> list[tuple]:
         cursor = self._conn.cursor()
@@ -70,6 +85,34 @@ class Transaction:
     def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
             self.cursor.executemany(self.db.sql(statement), rows)
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """New rows: one COPY on PostgreSQL (one statement per row cost the
+        server more than the rows), one `executemany` on SQLite."""
+        if not rows:
+            return
+        if self.db.is_postgres:
+            with self.cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            marks = ", ".join("?" * len(columns))
+            self.cursor.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+    @contextmanager
+    def relaxed_durability(self) -> Iterator[None]:
+        """Commits that do not wait for the write-ahead log to reach the disk
+        (PostgreSQL's `synchronous_commit = off`; SQLite's WAL commits do
+        not wait already): for rebuilding read models, which a crash only
+        sends back to an earlier position."""
+        if not self.is_postgres:
+            yield
+            return
+        self._conn.execute("SET synchronous_commit = off")
+        try:
+            yield
+        finally:
+            self._conn.execute("RESET synchronous_commit")
 
     def query(self, statement: str, params: Sequence[Any] = ()) -> list[tuple]:
         self.cursor.execute(self.db.sql(statement), params)

@@ -27,6 +27,7 @@ from projections.db import Database, Transaction
 from projections.tables import Names
 
 BATCH_SIZE = 2000
+REBUILD_BATCH_SIZE = 20_000
 _ID_CACHE_MAX = 200_000
 _MEMBER_EVENTS = frozenset(
     v for v in vars(MemberAccount).values() if isinstance(v, type) and issubclass(v, MemberAccount.Event)
@@ -99,14 +100,32 @@ class Projector:
 
     # -- running -------------------------------------------------------------
 
-    def create_tables(self) -> None:
+    def create_tables(self, indexes: bool = True) -> None:
         with self.db.transaction() as tx:
-            for statement in self.names.create_statements():
+            for statement in self.names.create_statements(indexes):
                 tx.execute(statement)
             tx.execute(
                 f"INSERT INTO {self.names.tracking} (name, position) VALUES (?, 0) ON CONFLICT (name) DO NOTHING",
                 (self.name,),
             )
+
+    def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Drops the read models and builds them again from the whole log, as
+        a bulk load: large batches, commits that need not wait for the disk
+        (a crash leaves read models to rebuild again, never a wrong one: each
+        batch carries its position), secondary indexes built at the end."""
+        self.drop_tables()
+        self.create_tables(indexes=False)
+        batch_size, self.batch_size = self.batch_size, REBUILD_BATCH_SIZE
+        try:
+            with self.db.relaxed_durability():
+                done = self.catch_up(progress)
+        finally:
+            self.batch_size = batch_size
+        with self.db.transaction() as tx:
+            for statement in self.names.index_statements():
+                tx.execute(statement)
+        return done
 
     def drop_tables(self) -> None:
         with self.db.transaction() as tx:

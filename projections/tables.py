@@ -165,9 +165,14 @@ class Names:
     def mapping(self) -> dict[str, str]:
         return {table: getattr(self, table) for table in TABLES}
 
-    def create_statements(self) -> list[str]:
+    def create_statements(self, indexes: bool = True) -> list[str]:
         names = self.mapping()
-        return [_DDL[t].format(**names) for t in TABLES] + [i.format(**names) for i in _INDEXES]
+        return [_DDL[t].format(**names) for t in TABLES] + (self.index_statements() if indexes else [])
+
+    def index_statements(self) -> list[str]:
+        """The secondary indexes (a rebuild creates them after the load)."""
+        names = self.mapping()
+        return [i.format(**names) for i in _INDEXES]
 
     def drop_statements(self) -> list[str]:
         return [f"DROP TABLE IF EXISTS {getattr(self, t)}" for t in TABLES]
