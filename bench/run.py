@@ -93,6 +93,25 @@ def _peak_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 
 
+def _children_peaks_kib() -> dict[str, int]:
+    """The peak RSS (VmHWM) of this process's children now running."""
+    peaks: dict[str, int] = {}
+    try:
+        with open(f"/proc/self/task/{os.getpid()}/children") as handle:
+            pids = handle.read().split()
+    except OSError:
+        return peaks
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as handle:
+                for line in handle:
+                    if line.startswith("VmHWM:"):
+                        peaks[pid] = int(line.split()[1])
+        except OSError:
+            pass
+    return peaks
+
+
 def _settings(url: str):
     from accrual.settings import Settings
 
@@ -114,6 +133,7 @@ class _Sampler:
         self.done = 0
         self.next_at = self.every
         self.samples: list[tuple[int, int, float]] = []  # (events, rss KiB, seconds)
+        self.children_peak_kib: dict[str, int] = {}
 
     def __call__(self, count: int) -> None:
         self.done += count
@@ -124,6 +144,8 @@ class _Sampler:
     def sample(self) -> None:
         point = (self.done, _rss_kib(), round(time.perf_counter() - self.began, 3))
         self.samples.append(point)
+        for pid, peak in _children_peaks_kib().items():  # the read models' follower
+            self.children_peak_kib[pid] = max(peak, self.children_peak_kib.get(pid, 0))
         if self.progress is not None:
             tmp = self.progress.with_suffix(".tmp")
             tmp.write_text(json.dumps({"events": point[0], "rss_kib": point[1], "seconds": point[2],
@@ -160,6 +182,7 @@ def _child_ingest(spec: dict[str, Any]) -> dict[str, Any]:
             "report": _report_dict(report),
             "baseline_rss_kib": baseline,
             "peak_rss_kib": _peak_kib(),
+            "children_peak_rss_kib": max(sampler.children_peak_kib.values(), default=0),
             "samples": sampler.samples,
             "batch_size": runtime.settings.batch_size,
             "cache_size": runtime.settings.cache_size,
@@ -509,6 +532,8 @@ class Bench:
                             r["seconds"])
                         self.figure(kind, "ingest", "peak RSS", "MiB", higher_is_better=False).values.append(
                             _mib(r["peak_rss_kib"]))
+                        self.figure(kind, "ingest", "peak RSS, read models' follower", "MiB",
+                                    higher_is_better=False).values.append(_mib(r.get("children_peak_rss_kib", 0)))
                     if i == 0:
                         size = store.size_bytes()
                         self.notes.append(
@@ -606,6 +631,8 @@ class Bench:
         self.say(f"  {r['seconds']:.1f}s, {rate:,.0f} events/s, peak RSS {_mib(r['peak_rss_kib']):.0f} MiB")
         self.figure(kind, "memory", f"peak RSS, {label}", "MiB", higher_is_better=False).values.append(
             _mib(r["peak_rss_kib"]))
+        self.figure(kind, "memory", f"peak RSS of the read models' follower process, {label}", "MiB",
+                    higher_is_better=False).values.append(_mib(r.get("children_peak_rss_kib", 0)))
         self.figure(kind, "memory", f"RSS before ingest (imports, runtime)", "MiB",
                     higher_is_better=False).values.append(_mib(r["baseline_rss_kib"]))
         self.figure(kind, "memory", f"ingest events/s, {label}", "ev/s").values.append(rate)
