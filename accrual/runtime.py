@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from accrual import collector
 from accrual.follower import Follower
 from accrual.intake import read_batches
+from accrual.rebuild import rebuild
 from accrual.settings import Settings
 from accrual.storage import open_application
 from engine.messages import Inbound, Report
@@ -128,7 +129,7 @@ class Runtime:
 
     def replay(self, progress: Progress | None = None) -> int:
         """Drops the read models and rebuilds them from the event log."""
-        return self.projector.rebuild(progress)
+        return rebuild(self.settings, self.projector, progress)
 
     def audit(self, progress: Progress | None = None) -> list[Difference]:
         """Rebuilds every read model from zero into scratch tables and lists
@@ -136,7 +137,7 @@ class Runtime:
         self.projector.catch_up()
         scratch = Projector(self.app, self.db, Names("audit_"))
         try:
-            scratch.rebuild(progress)
+            rebuild(self.settings, scratch, progress)
             differences: list[Difference] = []
             for table, order in ORDER_BY.items():
                 live = self._rows(getattr(self.projector.names, table), order)

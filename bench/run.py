@@ -23,7 +23,8 @@ process of its own (so each peak RSS is that measurement's alone):
 
 Each measurement is repeated --repeat times (memory: once) and the best and
 the median are reported; the table is printed and, unless --no-record, a dated
-entry is appended to BENCHMARKS.md at the repository root.
+entry is appended to bench/results/entries.md (the log of runs; BENCHMARKS.md
+at the repository root is the curated page of current figures).
 
 PostgreSQL: a database of its own per run (CREATE DATABASE, dropped after),
 on the server that ACCRUAL_BENCH_POSTGRES_URL names, else the one that
@@ -32,7 +33,7 @@ on the server that ACCRUAL_BENCH_POSTGRES_URL names, else the one that
 To measure a fixed commit while the work tree moves, export it and run there:
 `git archive HEAD | tar -x -C /tmp/snap && cp -r bench /tmp/snap/ && cd /tmp/snap &&
 ACCRUAL_BENCH_COMMIT=$(git -C /work/main rev-parse --short HEAD) python -m bench.run
---record-to /work/main/BENCHMARKS.md ...` (the exported packages shadow an
+--record-to /work/main/bench/results/entries.md ...` (the exported packages shadow an
 editable install, since `python -m` puts the current directory first).
 """
 from __future__ import annotations
@@ -291,7 +292,7 @@ def child_main(spec_text: str) -> int:
 
 
 # ======================================================================
-# the parent: workloads, stores, children, the table and BENCHMARKS.md
+# the parent: workloads, stores, children, the table and the entry in bench/results/entries.md
 # ======================================================================
 
 
@@ -716,14 +717,14 @@ def _load() -> str:
         return "?"
 
 
-BENCHMARKS_HEAD = """# Benchmarks
+BENCHMARKS_HEAD = """# Benchmark runs
 
-Throughput and memory of the engine, measured with `python -m bench.run`
-(see `bench/run.py` for what each scenario does and `bench/workload.py` for
-the workload). Newest entries at the bottom; each is dated and names its
-machine. Targets: ingest ≥ 20,000 events/s on SQLite and ≥ 15,000 events/s on
-PostgreSQL (100,000 events over 10,000 members), replay ≥ 50,000 events/s,
-memory bounded (peak RSS for 1,000,000 members).
+Every run of `python -m bench.run` appends an entry here (see `bench/run.py`
+for what each scenario does and `bench/workload.py` for the workload).
+Newest entries at the bottom; each is dated and names its machine and
+commit. The current figures, the targets and what limits them are in
+BENCHMARKS.md at the repository root; the runs before 2026-12 are in
+`2026-11-history.md`.
 """
 
 
@@ -744,7 +745,7 @@ def _shown(argv: list[str]) -> str:
 
 
 def record(bench: Bench, argv: list[str], started: datetime, load_before: str, extra: dict[str, str]) -> Path:
-    path = bench.args.record_to or ROOT / "BENCHMARKS.md"
+    path = bench.args.record_to or ROOT / "bench" / "results" / "entries.md"
     m = machine()
     args = bench.args
     lines = [
@@ -815,10 +816,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds one timed child may take")
     parser.add_argument("--memory-timeout", type=float, default=3600,
                         help="seconds the memory ingest may take; past that it is stopped and reported")
-    parser.add_argument("--note", default="", help="a remark for the BENCHMARKS.md entry")
-    parser.add_argument("--no-record", action="store_true", help="print only; do not append to BENCHMARKS.md")
+    parser.add_argument("--note", default="", help="a remark for the entry")
+    parser.add_argument("--no-record", action="store_true", help="print only; do not append to bench/results/entries.md")
     parser.add_argument("--record-to", type=Path, default=None,
-                        help="the file to append the entry to (default: BENCHMARKS.md beside bench/)")
+                        help="the file to append the entry to (default: bench/results/entries.md)")
     args = parser.parse_args(argv)
 
     stores = ["sqlite", "postgres"] if args.store == "both" else [args.store]

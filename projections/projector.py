@@ -11,7 +11,7 @@ written with one statement per table at its end.
 from __future__ import annotations
 
 from datetime import date, datetime, timezone
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 from uuid import UUID
 
 import orjson
@@ -28,7 +28,7 @@ from projections.tables import Names
 
 BATCH_SIZE = 2000
 REBUILD_BATCH_SIZE = 20_000
-_ID_CACHE_MAX = 200_000
+ID_CACHE_MAX = 200_000
 _MEMBER_EVENTS = frozenset(
     v for v in vars(MemberAccount).values() if isinstance(v, type) and issubclass(v, MemberAccount.Event)
 )
@@ -72,6 +72,8 @@ class Projector:
         self._followed: list[Any] = []
         self.follow_batch_size = 10_000
         self.batch_size = BATCH_SIZE  # notifications read and written together when catching up
+        self.id_cache_max = ID_CACHE_MAX  # account ids -> msisdns kept in memory
+        self.rebuild_batch_size = REBUILD_BATCH_SIZE
         self._handlers: dict[type, Callable[[Any], None]] = {
             MemberAccount.Opened: self._opened,
             MemberAccount.MemberEnrolled: self._enrolled,
@@ -109,23 +111,61 @@ class Projector:
                 (self.name,),
             )
 
-    def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
+    def rebuild(
+        self,
+        progress: Callable[[int, int], None] | None = None,
+        batches: Iterable[tuple[Changes, int, int, int]] | None = None,
+    ) -> int:
         """Drops the read models and builds them again from the whole log, as
         a bulk load: large batches, commits that need not wait for the disk
         (a crash leaves read models to rebuild again, never a wrong one: each
-        batch carries its position), secondary indexes built at the end."""
+        batch carries its position), secondary indexes built at the end.
+        `batches` are the changes worked out elsewhere (`read_changes` in
+        another process); without them this projector reads the log itself."""
         self.drop_tables()
         self.create_tables(indexes=False)
-        batch_size, self.batch_size = self.batch_size, REBUILD_BATCH_SIZE
-        try:
-            with self.db.relaxed_durability():
-                done = self.catch_up(progress)
-        finally:
-            self.batch_size = batch_size
+        last = self.app.recorder.max_notification_id() or 0
+        with self.db.relaxed_durability():
+            if batches is None:
+                batch_size, self.batch_size = self.batch_size, self.rebuild_batch_size
+                try:
+                    done = self.catch_up(progress)
+                finally:
+                    self.batch_size = batch_size
+            else:
+                done = 0
+                for changes, position, upto, count in batches:
+                    assert self._write(changes, position, upto), "nothing else writes a rebuild's tables"
+                    done += count
+                    if progress is not None:
+                        progress(done, last)
         with self.db.transaction() as tx:
             for statement in self.names.index_statements():
                 tx.execute(statement)
         return done
+
+    def read_changes(
+        self, until: int, before_forgetting: Callable[[int], None]
+    ) -> Iterator[tuple[Changes, int, int, int]]:
+        """The changes of the log up to `until`, batch by batch, for a
+        rebuild written by another projector: (changes, position before,
+        position after, notifications). When the bounded map of account ids
+        is full, `before_forgetting(position)` must return only once the
+        writer has written up to `position`, since ids are then looked up in
+        the tables."""
+        position = 0
+        mapper = self.app.mapper
+        while position < until:
+            notifications = self.app.recorder.select_notifications(
+                start=position, limit=self.rebuild_batch_size, inclusive_of_start=False
+            )
+            if not notifications:
+                return
+            if len(self._msisdns) >= self.id_cache_max:
+                before_forgetting(position)
+            events = [mapper.to_domain_event(n) for n in notifications]
+            yield self._changes_of(events), position, notifications[-1].id, len(notifications)
+            position = notifications[-1].id
 
     def drop_tables(self) -> None:
         with self.db.transaction() as tx:
@@ -199,7 +239,7 @@ class Projector:
         """What these events change in the read models, worked out before any
         table is locked (lookups are reads)."""
         self._changes = Changes()
-        if len(self._msisdns) >= _ID_CACHE_MAX:
+        if len(self._msisdns) >= self.id_cache_max:
             self._msisdns.clear()  # bounded; read again from the table
         self._look_up(events)
         handlers = self._handlers
@@ -223,12 +263,14 @@ class Projector:
     def _look_up(self, events: list[Any]) -> None:
         """The msisdns and MGTS numbers of the batch's aggregates that this
         projector has not seen yet, in one query per table."""
-        members, mgts = set(), set()
+        members, mgts, opened = set(), set(), set()
         for e in events:
             kind = type(e)
-            if kind in _MEMBER_EVENTS and e.originator_id not in self._msisdns:
+            if kind is MemberAccount.Opened or kind is MgtsAccount.Opened:
+                opened.add(e.originator_id)  # its id comes with it
+            elif kind in _MEMBER_EVENTS and e.originator_id not in self._msisdns and e.originator_id not in opened:
                 members.add(str(e.originator_id))
-            elif kind in _MGTS_EVENTS and e.originator_id not in self._mgts_accounts:
+            elif kind in _MGTS_EVENTS and e.originator_id not in self._mgts_accounts and e.originator_id not in opened:
                 mgts.add(str(e.originator_id))
         for table, column, wanted, found in (
             (self.names.members, "msisdn", members, self._msisdns),

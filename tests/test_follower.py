@@ -45,3 +45,22 @@ def test_apply_with_a_follower_returns_when_the_read_models_show_everything(sqli
         report = runtime.apply(batches, follower=True)
         assert report.outcomes["applied"] == len(lines)
         assert runtime.reads.balances() == {f"7999100{n:04d}": 5 * (n % 7 + 1) for n in range(10)}
+
+
+def test_a_long_log_is_rebuilt_by_two_processes_into_the_same_read_models(database_url, monkeypatch):
+    """A reader process works out the changes page by page, this process
+    writes them; with a map of only 7 account ids the reader has to wait
+    for the writer and look ids up in the tables being written."""
+    from accrual import rebuild
+
+    monkeypatch.setattr(rebuild, "PARALLEL_MIN_EVENTS", 1)
+    with Runtime(settings_for(database_url)) as runtime:
+        lines = messages(Programme(runtime), 30)
+        runtime.apply([[inbound_from_line(line, RECEIVED_AT) for line in lines]])
+        before = runtime.reads.balances()
+        history = runtime.reads.history("79991000007")
+        runtime.projector.id_cache_max, runtime.projector.rebuild_batch_size = 7, 40
+        assert runtime.replay() == runtime.app.recorder.max_notification_id()
+        assert runtime.reads.balances() == before == {f"7999100{n:04d}": 5 * (n % 7 + 1) for n in range(30)}
+        assert runtime.reads.history("79991000007") == history
+        assert runtime.audit() == []
