@@ -103,5 +103,7 @@ class UnitOfWork:
 
     # -- saving -------------------------------------------------------------------------
 
-    def commit(self) -> None:
-        self.app.save_unit(self)
+    def commit(self) -> list[Any]:
+        """Saves the unit; returns the recordings of its events (with their
+        positions in the log)."""
+        return self.app.save_unit(self)

@@ -194,3 +194,20 @@ def test_the_command_line_shows_spending_in_history_and_the_tick(sqlite_url, mon
                  "transfer_returned", "timed_out"):
         assert text in shown
     assert runner.invoke(cli, ["audit"], env=env).exit_code == 0
+
+
+def test_a_command_tells_the_log_position_it_reached(programme_on):
+    """The personal account can wait for the read models to reach what a
+    command saved, instead of catching them up itself."""
+    from datetime import datetime, timezone
+
+    runtime = programme_on.runtime
+    programme_on.enroll("79990000077", "2026-03-01 10:00")
+    programme_on.ballyplus("79990000077", 10, "2026-03-02")
+    runtime.app.debit("79990000077", 5, purpose="order", idempotency_key="k-position", reference={},
+                      at=datetime(2026, 3, 3, tzinfo=timezone.utc))
+    reached = runtime.app.reached()
+    assert reached == runtime.app.recorder.max_notification_id()
+    runtime.projector.catch_up()
+    assert runtime.projector.position() >= reached
+    assert runtime.reads.member("79990000077")["balance"] == 5  # 10 Баллы Плюс points, 5 spent
