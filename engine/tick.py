@@ -49,6 +49,7 @@ def tick(app: Any, as_of: date, agenda: TickAgenda, chunk_size: int = 500) -> Re
 def _settle_mgts(uow: UnitOfWork, due: list[tuple[str, str]], at: datetime) -> Report:
     rules = uow.rules
     uow.load([mgts_account_id(account) for account, _ in due])
+    uow.load([member_id(msisdn) for msisdn in _beneficiaries(uow, due)])  # the members they credit, at once
     for mgts_account, period in due:
         account = uow.get(mgts_account_id(mgts_account))
         if account is None or not account.needs_settlement(period):
@@ -64,6 +65,16 @@ def _settle_mgts(uow: UnitOfWork, due: list[tuple[str, str]], at: datetime) -> R
             member.credit_mgts(mgts_account, period, points, rules, at)
         uow.report.settled += 1
     return uow.report
+
+
+def _beneficiaries(uow: UnitOfWork, due: list[tuple[str, str]]) -> set[str]:
+    found = set()
+    for mgts_account, period in due:
+        account = uow.get(mgts_account_id(mgts_account))
+        msisdn = None if account is None else account.beneficiary(period, uow.rules)
+        if msisdn is not None:
+            found.add(msisdn)
+    return found
 
 
 def _settle_cards(uow: UnitOfWork, due: list[tuple[str, str]], at: datetime) -> Report:

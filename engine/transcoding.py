@@ -90,6 +90,7 @@ class DateAsISO(Transcoding):
         return date.fromisoformat(data)
 
 
+_CONTAINERS = (dict, list)
 _PASSTHROUGH = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
 
 
@@ -100,6 +101,25 @@ class OrjsonTranscoder(JSONTranscoder):
 
     def encode(self, obj: Any) -> bytes:
         return orjson.dumps(obj, default=self._encode_obj, option=_PASSTHROUGH)
+
+    def decode(self, data: bytes) -> Any:
+        """orjson's parse, then every `{"_type_", "_data_"}` object through
+        its transcoding, innermost first (as the library's object hook)."""
+        return self._revive(orjson.loads(data))
+
+    def _revive(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is dict:
+            for key, item in value.items():
+                if type(item) in _CONTAINERS:
+                    value[key] = self._revive(item)
+            if len(value) == 2 and "_type_" in value and "_data_" in value:
+                return self._decode_obj(value)
+        elif kind is list:
+            for index, item in enumerate(value):
+                if type(item) in _CONTAINERS:
+                    value[index] = self._revive(item)
+        return value
 
 
 def register_transcodings(transcoder: JSONTranscoder) -> None:

@@ -1,5 +1,6 @@
 """The stored events: every member-account event states its effect on the
-points, and the fast transcoder writes the library's own bytes."""
+points, and the fast transcoder writes the library's own bytes and reads
+them as the library does."""
 from __future__ import annotations
 
 import shutil
@@ -120,6 +121,7 @@ def test_the_orjson_transcoder_writes_the_library_bytes_for_every_stored_event(t
         assert isinstance(ours, OrjsonTranscoder)
         for notification in notifications:
             state = theirs.decode(notification.state)
+            assert ours.decode(notification.state) == state
             assert ours.encode(state) == theirs.encode(state) == notification.state, notification.topic
 
 
@@ -132,3 +134,4 @@ def test_old_events_read_by_the_orjson_transcoder_encode_as_the_library_would(tm
             stored = runtime.app.mapper.to_stored_event(event)
             assert stored.state == theirs.encode(theirs.decode(stored.state))
             assert ours.encode(theirs.decode(stored.state)) == stored.state
+            assert ours.decode(notification.state) == theirs.decode(notification.state)
