@@ -94,7 +94,7 @@ class Settings:
         return cls(
             database=parse_database_url(url),
             rules_file=Path(rules) if rules else None,
-            batch_size=_positive_int(env, "ACCRUAL_BATCH_SIZE", 500),
+            batch_size=_positive_int(env, "ACCRUAL_BATCH_SIZE", 2000),
             cache_size=_positive_int(env, "ACCRUAL_CACHE_SIZE", 20000),
             web=_web_settings(env),
         )
