@@ -99,21 +99,6 @@ class Transaction:
             marks = ", ".join("?" * len(columns))
             self.cursor.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
-    @contextmanager
-    def relaxed_durability(self) -> Iterator[None]:
-        """Commits that do not wait for the write-ahead log to reach the disk
-        (PostgreSQL's `synchronous_commit = off`; SQLite's WAL commits do
-        not wait already): for rebuilding read models, which a crash only
-        sends back to an earlier position."""
-        if not self.is_postgres:
-            yield
-            return
-        self._conn.execute("SET synchronous_commit = off")
-        try:
-            yield
-        finally:
-            self._conn.execute("RESET synchronous_commit")
-
     def query(self, statement: str, params: Sequence[Any] = ()) -> list[tuple]:
         self.cursor.execute(self.db.sql(statement), params)
         return [tuple(row) for row in self.cursor.fetchall()]
