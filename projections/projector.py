@@ -10,7 +10,7 @@ written with one statement per table at its end.
 """
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator
 from uuid import UUID
 
