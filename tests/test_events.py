@@ -96,20 +96,6 @@ def library_transcoder() -> JSONTranscoder:
     return transcoder
 
 
-def assert_same_bytes(app, rows) -> int:
-    """Re-encodes each stored state with orjson and with the library's
-    encoder: the bytes must be the same."""
-    ours, theirs = OrjsonTranscoder(), library_transcoder()
-    Application.register_transcodings(None, ours)
-    register_transcodings(ours)
-    count = 0
-    for row in rows:
-        state = app.mapper.transcoder.decode(row.state)
-        assert ours.encode(state) == theirs.encode(state) == row.state or row.state is None
-        count += 1
-    return count
-
-
 def test_the_orjson_transcoder_writes_the_library_bytes_for_every_stored_event(tmp_path):
     with Runtime(settings_for(f"sqlite:///{tmp_path / 'a.sqlite3'}")) as runtime:
         for path in sorted(SAMPLE.glob("*.jsonl")):
