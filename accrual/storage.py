@@ -76,9 +76,7 @@ class SQLiteInboxRecorder(SQLiteApplicationRecorder):
                     [value for pair in after for value in pair],
                 )
                 events = by_originator(c.fetchall(), by_hex)
-            for i in by_hex.values():
-                if i in latest or i in events:
-                    found[i] = (latest.get(i), events.get(i, []))
+            found.update(records(by_hex.values(), latest, events))
         return found
 
     def construct_create_table_statements(self) -> list[str]:
@@ -137,6 +135,11 @@ def _latest_snapshots(snapshots: Any, by_hex: dict[str, UUID]) -> dict[UUID, Sto
             list(by_hex),
         )
         return {by_hex[row[0]]: StoredEvent(by_hex[row[0]], row[1], row[2], row[3]) for row in c.fetchall()}
+
+
+def records(ids: Any, latest: dict[UUID, StoredEvent], events: dict[UUID, list[StoredEvent]]) -> Records:
+    """A page's aggregates that exist: each one's snapshot (or None) and later events."""
+    return {i: (latest.get(i), events.get(i, [])) for i in ids if i in latest or i in events}
 
 
 def by_originator(rows: list[Any], ids: dict[Any, UUID]) -> dict[UUID, list[StoredEvent]]:

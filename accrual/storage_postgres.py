@@ -19,7 +19,7 @@ from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
 from accrual.metrics import STORE_COMMIT_SECONDS
-from accrual.storage import INBOX_DDL, Records, by_originator
+from accrual.storage import INBOX_DDL, Records, by_originator, records
 
 _INBOX_TYPES = ["text"] * 4  # an inbox row: topic, message_key, fingerprint, outcome
 AGGREGATES_PAGE = 500  # a tick's step of accounts in one page
@@ -120,9 +120,7 @@ class PostgresInboxRecorder(PostgresApplicationRecorder):
             ids = list(originator_ids[start : start + page])
             latest = self._latest_snapshots(snapshots, ids) if snapshots is not None else {}
             events = self._events_after(ids, [latest[i].originator_version if i in latest else 0 for i in ids])
-            for i in ids:
-                if i in latest or i in events:
-                    found[i] = (latest.get(i), events.get(i, []))
+            found.update(records(ids, latest, events))
         return found
 
     # Rows name their aggregate by its position in the page (WITH ORDINALITY)
