@@ -15,8 +15,16 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "installing accrual${1:+ with [$1]} into $venv" >&2
-    "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
-    "$venv/bin/python" -m pip install --quiet -e "$root${1:+[$1]}" >&2
+    # pip's output goes to a log, shown only if the install fails: even with
+    # --quiet pip shows the build backend's notices (setuptools says one on
+    # every editable install), and the first screen should be the engine's.
+    install_log="$venv/.accrual-install.log"
+    if ! { "$venv/bin/python" -m pip install --upgrade pip &&
+        "$venv/bin/python" -m pip install -e "$root${1:+[$1]}"; } >"$install_log" 2>&1; then
+        cat "$install_log" >&2
+        echo "installing accrual into $venv failed (log: $install_log)" >&2
+        exit 1
+    fi
     echo "$want" > "$stamp"
 fi
 export PATH="$venv/bin:$PATH"

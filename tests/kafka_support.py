@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -24,6 +24,35 @@ from accrual.streams import load_streams
 ROOT = Path(__file__).resolve().parent.parent
 INBOUND = {t.topic for t in load_streams().inbound}
 FALLBACK_TOPIC = "mts.usage.v1"  # where a line that names no topic goes
+RETRY_SECONDS = 60.0  # how long a call is retried while Kafka answers with a retriable error
+
+T = TypeVar("T")
+
+
+def retrying(what: str, call: Callable[[], T], timeout: float = RETRY_SECONDS) -> T:
+    """call(), again while Kafka answers with an error that it calls
+    retriable (the error's `retriable` attribute) for up to `timeout` s; then
+    an AssertionError that says what could not be done.  A just-started
+    broker answers "coordinator not available" until it has created or
+    loaded its offsets topic, "not leader" while electing leaders, and so on:
+    normal, and over in seconds.  Only for calls that may be repeated (reads,
+    idempotent creates), never for producing."""
+    deadline = time.monotonic() + timeout
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            return call()
+        except KafkaError as error:
+            if not error.retriable:
+                raise
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"{what}: Kafka still answered {type(error).__name__} ({error}) after {attempts} attempts "
+                    f"in {timeout:g} s. Is the broker up and serving consumer groups? `dev/services up kafka` "
+                    f"waits until it is; `dev/services status kafka` names its log."
+                ) from error
+            time.sleep(min(0.5, max(deadline - time.monotonic(), 0)))
 
 
 def names_for(prefix: str) -> Names:
@@ -32,7 +61,8 @@ def names_for(prefix: str) -> Names:
 
 def setup_topics(bootstrap: str, prefix: str) -> Names:
     names = names_for(prefix)
-    asyncio.run(create_topics(bootstrap, names))
+    # Repeating it is harmless: a topic made by an earlier attempt "exists".
+    retrying(f"creating the topics of {prefix!r} on {bootstrap}", lambda: asyncio.run(create_topics(bootstrap, names)))
     return names
 
 
@@ -143,7 +173,8 @@ def produce_raw(bootstrap: str, prefix: str, records: list[tuple[str, bytes | No
 
 def total_lag(bootstrap: str, names: Names) -> tuple[int, int]:
     """(lag, end): messages of the inbound topics not yet committed by the
-    group, and all messages of those topics."""
+    group, and all messages of those topics.  Retriable Kafka errors (a
+    group coordinator not yet available, ...) are retried for RETRY_SECONDS."""
     kafka = clients(bootstrap)
     tps = [TopicPartition(names.topic(t.topic), p) for t in names.streams.inbound for p in range(t.partitions)]
 
@@ -153,21 +184,13 @@ def total_lag(bootstrap: str, names: Names) -> tuple[int, int]:
         done = {tp: (m.offset if m is not None and m.offset >= 0 else 0) for tp, m in committed.items()}
         return sum(max(ends[tp] - done.get(tp, 0), 0) for tp in tps), sum(ends.values())
 
-    return kafka.run(run())
+    return retrying(f"reading the lag of group {names.group!r} on {bootstrap}", lambda: kafka.run(run()))
 
 
 def wait_for_lag_zero(bootstrap: str, names: Names, timeout: float = 120, workers: list | None = None) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            lag, _ = total_lag(bootstrap, names)
-        except KafkaError as error:
-            # A broker that has only just started answers "coordinator not
-            # available" until it has loaded the group's offsets partition.
-            if not error.retriable or time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-            continue
+        lag, _ = total_lag(bootstrap, names)
         if lag == 0:
             return
         for worker in workers or ():
