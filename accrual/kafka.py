@@ -35,9 +35,6 @@ class Names:
     def topic(self, name: str) -> str:
         return self.prefix + name
 
-    def unprefixed(self, name: str) -> str:
-        return name[len(self.prefix):] if self.prefix and name.startswith(self.prefix) else name
-
     @property
     def group(self) -> str:
         return self.prefix + self.streams.consumer_group

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 from typing import Any
 
 
@@ -61,7 +60,3 @@ class Leadership:
         except Exception:
             self.release()
             return False
-
-
-def lock_name(prefix: str, job: str) -> str:
-    return f"accrual:{prefix}:{job}:{os.environ.get('ACCRUAL_LEADER_SCOPE', '')}"

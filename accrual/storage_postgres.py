@@ -81,7 +81,7 @@ class PostgresInboxRecorder(PostgresApplicationRecorder):
         notification_ids = self._next_notification_ids(curs, len(stored_events))
         with curs.copy(self.copy_events_statement) as copy:
             copy.set_types(self.event_types)
-            for notification_id, s in zip(notification_ids, stored_events):
+            for notification_id, s in zip(notification_ids, stored_events, strict=True):
                 copy.write_row((notification_id, s.originator_id, s.originator_version, s.topic, s.state))
         return notification_ids
 

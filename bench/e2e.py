@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.kafka_support import (  # noqa: E402
-    WorkerProcess, names_for, produce, read_lines, setup_topics, total_lag, worker_env,
+    WorkerProcess, produce, read_lines, setup_topics, total_lag, worker_env,
 )
 
 

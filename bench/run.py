@@ -506,63 +506,12 @@ class Bench:
     def run_store(self, kind: str, scenarios: list[str]) -> None:
         args = self.args
         path, plan = workload(args.events, args.members, args.seed)
-        lines = plan["lines"]
         kept: Store | None = None
         try:
             if "ingest" in scenarios or "replay" in scenarios:
-                runs = args.repeat if "ingest" in scenarios else 1
-                for i in range(runs):
-                    store = new_store(kind)
-                    self.say(f"[{kind}] ingest {i + 1}/{runs}: {lines} lines ...")
-                    outcome = run_child({"op": "ingest", "url": store.url, "file": str(path), "lines": lines},
-                                        args.timeout)
-                    if outcome.result is None:
-                        self._failed(kind, "ingest", outcome)
-                        store.drop()
-                        continue
-                    r = outcome.result
-                    rate = r["lines"] / r["seconds"]
-                    self.say(f"  {r['seconds']:.1f}s, {rate:,.0f} events/s, {r['stored_events']} stored events, "
-                             f"peak RSS {_mib(r['peak_rss_kib']):.0f} MiB")
-                    if "ingest" in scenarios:
-                        target = TARGETS.get((kind, "ingest"))
-                        self.figure(kind, "ingest", "events/s (input lines)", "ev/s", target=target).values.append(rate)
-                        self.figure(kind, "ingest", "stored events/s", "ev/s").values.append(
-                            r["stored_events"] / r["seconds"])
-                        self.figure(kind, "ingest", "wall time", "s", higher_is_better=False).values.append(
-                            r["seconds"])
-                        self.figure(kind, "ingest", "peak RSS", "MiB", higher_is_better=False).values.append(
-                            _mib(r["peak_rss_kib"]))
-                        self.figure(kind, "ingest", "peak RSS, read models' follower", "MiB",
-                                    higher_is_better=False).values.append(_mib(r.get("children_peak_rss_kib", 0)))
-                    if i == 0:
-                        size = store.size_bytes()
-                        self.notes.append(
-                            f"{kind}: {lines} lines -> {r['stored_events']} stored events; outcomes "
-                            f"{json.dumps(r['report']['outcomes'], sort_keys=True)}, released "
-                            f"{r['report']['released']}; store size after ingest "
-                            f"{(size or 0) / 2**20:,.0f} MiB; batch size {r['batch_size']}, "
-                            f"aggregate cache {r['cache_size']}"
-                        )
-                    if kept is not None:
-                        kept.drop()
-                    kept = store
+                kept = self.run_ingest(kind, path, plan["lines"], record="ingest" in scenarios)
             if "replay" in scenarios and kept is not None:
-                for i in range(args.repeat):
-                    self.say(f"[{kind}] replay {i + 1}/{args.repeat} ...")
-                    outcome = run_child({"op": "replay", "url": kept.url}, args.timeout)
-                    if outcome.result is None:
-                        self._failed(kind, "replay", outcome)
-                        continue
-                    r = outcome.result
-                    rate = r["stored_events"] / r["seconds"]
-                    self.say(f"  {r['seconds']:.1f}s, {rate:,.0f} stored events/s")
-                    self.figure(kind, "replay", "stored events/s", "ev/s",
-                                target=TARGETS.get((kind, "replay"))).values.append(rate)
-                    self.figure(kind, "replay", "inbound messages/s", "ev/s").values.append(lines / r["seconds"])
-                    self.figure(kind, "replay", "wall time", "s", higher_is_better=False).values.append(r["seconds"])
-                    self.figure(kind, "replay", "peak RSS", "MiB", higher_is_better=False).values.append(
-                        _mib(r["peak_rss_kib"]))
+                self.run_replay(kind, kept, plan["lines"])
         finally:
             if kept is not None:
                 kept.drop()
@@ -570,6 +519,76 @@ class Bench:
             self.run_ticks(kind, path, plan)
         if "memory" in scenarios:
             self.run_memory(kind)
+
+    def run_ingest(self, kind: str, path: Path, lines: int, record: bool) -> Store | None:
+        """Ingests the workload into a new store `--repeat` times (once if
+        only the replay needs a store), recording the figures if `record`;
+        returns the store of the last run that finished, for the replay (the
+        caller drops it)."""
+        args = self.args
+        runs = args.repeat if record else 1
+        kept: Store | None = None
+        try:
+            for i in range(runs):
+                store = new_store(kind)
+                self.say(f"[{kind}] ingest {i + 1}/{runs}: {lines} lines ...")
+                outcome = run_child({"op": "ingest", "url": store.url, "file": str(path), "lines": lines},
+                                    args.timeout)
+                if outcome.result is None:
+                    self._failed(kind, "ingest", outcome)
+                    store.drop()
+                    continue
+                r = outcome.result
+                rate = r["lines"] / r["seconds"]
+                self.say(f"  {r['seconds']:.1f}s, {rate:,.0f} events/s, {r['stored_events']} stored events, "
+                         f"peak RSS {_mib(r['peak_rss_kib']):.0f} MiB")
+                if record:
+                    self._ingest_figures(kind, r, rate)
+                if i == 0:
+                    size = store.size_bytes()
+                    self.notes.append(
+                        f"{kind}: {lines} lines -> {r['stored_events']} stored events; outcomes "
+                        f"{json.dumps(r['report']['outcomes'], sort_keys=True)}, released "
+                        f"{r['report']['released']}; store size after ingest "
+                        f"{(size or 0) / 2**20:,.0f} MiB; batch size {r['batch_size']}, "
+                        f"aggregate cache {r['cache_size']}"
+                    )
+                if kept is not None:
+                    kept.drop()
+                kept = store
+        except BaseException:
+            if kept is not None:
+                kept.drop()
+            raise
+        return kept
+
+    def _ingest_figures(self, kind: str, r: dict[str, Any], rate: float) -> None:
+        target = TARGETS.get((kind, "ingest"))
+        self.figure(kind, "ingest", "events/s (input lines)", "ev/s", target=target).values.append(rate)
+        self.figure(kind, "ingest", "stored events/s", "ev/s").values.append(r["stored_events"] / r["seconds"])
+        self.figure(kind, "ingest", "wall time", "s", higher_is_better=False).values.append(r["seconds"])
+        self.figure(kind, "ingest", "peak RSS", "MiB", higher_is_better=False).values.append(
+            _mib(r["peak_rss_kib"]))
+        self.figure(kind, "ingest", "peak RSS, read models' follower", "MiB",
+                    higher_is_better=False).values.append(_mib(r.get("children_peak_rss_kib", 0)))
+
+    def run_replay(self, kind: str, kept: Store, lines: int) -> None:
+        args = self.args
+        for i in range(args.repeat):
+            self.say(f"[{kind}] replay {i + 1}/{args.repeat} ...")
+            outcome = run_child({"op": "replay", "url": kept.url}, args.timeout)
+            if outcome.result is None:
+                self._failed(kind, "replay", outcome)
+                continue
+            r = outcome.result
+            rate = r["stored_events"] / r["seconds"]
+            self.say(f"  {r['seconds']:.1f}s, {rate:,.0f} stored events/s")
+            self.figure(kind, "replay", "stored events/s", "ev/s",
+                        target=TARGETS.get((kind, "replay"))).values.append(rate)
+            self.figure(kind, "replay", "inbound messages/s", "ev/s").values.append(lines / r["seconds"])
+            self.figure(kind, "replay", "wall time", "s", higher_is_better=False).values.append(r["seconds"])
+            self.figure(kind, "replay", "peak RSS", "MiB", higher_is_better=False).values.append(
+                _mib(r["peak_rss_kib"]))
 
     def run_ticks(self, kind: str, path: Path, plan: dict[str, Any]) -> None:
         args = self.args
@@ -634,7 +653,7 @@ class Bench:
             _mib(r["peak_rss_kib"]))
         self.figure(kind, "memory", f"peak RSS of the read models' follower process, {label}", "MiB",
                     higher_is_better=False).values.append(_mib(r.get("children_peak_rss_kib", 0)))
-        self.figure(kind, "memory", f"RSS before ingest (imports, runtime)", "MiB",
+        self.figure(kind, "memory", "RSS before ingest (imports, runtime)", "MiB",
                     higher_is_better=False).values.append(_mib(r["baseline_rss_kib"]))
         self.figure(kind, "memory", f"ingest events/s, {label}", "ev/s").values.append(rate)
         curve = ", ".join(f"{e // 1000}k: {_mib(k):.0f}" for e, k, _ in samples[:: max(1, len(samples) // 8)])
@@ -670,7 +689,7 @@ class Bench:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = []
         for n, row in enumerate(rows):
-            lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+            lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
             if n == 0:
                 lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
         return "\n".join(lines)

@@ -38,6 +38,7 @@ import math
 import random
 import sys
 import time
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -192,6 +193,136 @@ class _Writer:
         }
 
 
+@dataclass(frozen=True)
+class _Counts:
+    """How many of each kind a workload holds (before returns, duplicates and
+    conflicting duplicates are scheduled, which are picked from the lines)."""
+
+    enroll: int
+    duplicate: int
+    conflict: int
+    malformed: int
+    usage: int
+    card: int
+    refund: int
+    shop: int
+    shop_return: int
+    ballyplus: int
+    mgts_accounts: int
+    bills: int
+
+    @classmethod
+    def of(cls, events: int, members: int, months: int) -> _Counts:
+        n_enroll = min(round(ENROLLED_SHARE * members), events // 2)
+        n_dup = round(DUPLICATE_SHARE * events)
+        n_conflict = round(CONFLICT_SHARE * events)
+        n_malformed = round(MALFORMED_SHARE * events)
+        activity = max(0, events - n_enroll - n_dup - n_conflict - n_malformed)
+        share = _split(activity, ACTIVITY_SHARES)
+        n_refund = round(share["card"] * CARD_REFUND_SHARE)
+        n_return = round(share["shop"] * RETURN_SHARE / (1 + RETURN_SHARE))
+        n_shop = share["shop"] - n_return
+        n_mgts_accounts = max(1, share["mgts"] // months) if share["mgts"] else 0
+        return cls(
+            enroll=n_enroll,
+            duplicate=n_dup,
+            conflict=n_conflict,
+            malformed=n_malformed,
+            usage=share["usage"],
+            card=share["card"] - n_refund,
+            refund=n_refund,
+            shop=n_shop,
+            shop_return=n_return if n_shop else 0,
+            ballyplus=share["ballyplus"],
+            mgts_accounts=n_mgts_accounts,
+            bills=share["mgts"] - n_mgts_accounts,
+        )
+
+
+def _key(ts: int, kind: int, index: int) -> int:
+    """A line of the skeleton: sorts by time, then kind; `index` says whose."""
+    return ((ts * 16 + kind) << _IDX_BITS) | index
+
+
+def _member_keys(rng: random.Random, n: _Counts, members: int, t0: int, span: int) -> list[int]:
+    """Enrollments, then the activity of the members, by log-normal weights."""
+    keys: list[int] = []
+    for index in rng.sample(range(members), n.enroll):
+        if rng.random() < EARLY_ENROLLMENT_SHARE:
+            ts = t0 + rng.randrange(14 * DAY)
+        else:
+            ts = t0 + rng.randrange(span)
+        keys.append(_key(ts, ENROLL, index))
+
+    weights = [rng.lognormvariate(0.0, 1.0) for _ in range(members)]
+    cumulative, total = [], 0.0
+    for w in weights:
+        total += w
+        cumulative.append(total)
+    del weights
+    plan_kinds = [USAGE] * n.usage + [CARD_PURCHASE] * n.card + [CARD_REFUND] * n.refund
+    plan_kinds += [SHOP_PURCHASE] * n.shop + [BALLYPLUS] * n.ballyplus
+    who = rng.choices(range(members), cum_weights=cumulative, k=len(plan_kinds))
+    del cumulative
+    for kind, index in zip(plan_kinds, who, strict=True):
+        keys.append(_key(t0 + rng.randrange(span), kind, index))
+    return keys
+
+
+def _mgts_keys(
+    rng: random.Random, n: _Counts, members: int, start: date, months: int, t0: int, t1: int
+) -> tuple[list[int], list[int]]:
+    """MGTS accounts, each linked to a member and billed monthly for the
+    previous month; returns (the lines, the member of each account)."""
+    span = t1 - t0
+    keys: list[int] = []
+    mgts_member = [rng.randrange(members) for _ in range(n.mgts_accounts)]
+    for account in range(n.mgts_accounts):
+        if rng.random() < 0.8:
+            ts = t0 + rng.randrange(60 * DAY)
+        else:
+            ts = t0 + rng.randrange(span)
+        keys.append(_key(ts, MGTS_LINK, account))
+    for bill in range(n.bills):
+        account = bill % n.mgts_accounts
+        period = (bill // n.mgts_accounts) % (months - 1)  # periods 0 .. months-2
+        month_start = _epoch(_add_months(start, period + 1))
+        if rng.random() < LATE_MGTS_BILL_SHARE:
+            ts = month_start + rng.randrange(5 * DAY, 40 * DAY)
+        else:
+            ts = month_start + rng.randrange(5 * DAY)
+        keys.append(_key(min(ts, t1 - 1), MGTS_BILL, account * 64 + period))
+    return keys, mgts_member
+
+
+def _kind_of(key: int) -> int:
+    return (key >> _IDX_BITS) % 16
+
+
+def _repeats(rng: random.Random, n: _Counts, keys: list[int]) -> tuple[set[int], set[int], set[int]]:
+    """Which lines get a return, a conflicting duplicate or a duplicate."""
+    purchases = [p for p, k in enumerate(keys) if _kind_of(k) == SHOP_PURCHASE]
+    with_return = set(rng.sample(purchases, min(n.shop_return, len(purchases))))
+    del purchases
+    priced = [p for p, k in enumerate(keys) if _kind_of(k) in (USAGE, CARD_PURCHASE, CARD_REFUND)]
+    conflicting = set(rng.sample(priced, min(n.conflict, len(priced))))
+    del priced
+    duplicated = set(rng.sample(range(len(keys)), min(n.duplicate, len(keys))))
+    return with_return, conflicting, duplicated
+
+
+def _ticks(start: date, months: int) -> list[tuple[int, str]]:
+    """The 1st, 15th and 25th of each month covered, and the 1st after."""
+    ticks: list[tuple[int, str]] = []
+    for m in range(months + 1):
+        first = _add_months(start, m)
+        for day in (1, 15, 25):
+            d = first.replace(day=day)
+            if d > start and (m < months or day == 1):
+                ticks.append((_epoch(d), d.isoformat()))
+    return ticks
+
+
 def generate(
     events: int,
     members: int,
@@ -207,119 +338,26 @@ def generate(
         raise ValueError("too many members")
     rng = random.Random(seed)
     t0, t1 = _epoch(start), _epoch(_add_months(start, months))
-    span = t1 - t0
+    n = _Counts.of(events, members, months)
 
-    # -- how many of each ------------------------------------------------------
-    n_enroll = min(round(ENROLLED_SHARE * members), events // 2)
-    n_dup = round(DUPLICATE_SHARE * events)
-    n_conflict = round(CONFLICT_SHARE * events)
-    n_malformed = round(MALFORMED_SHARE * events)
-    activity = max(0, events - n_enroll - n_dup - n_conflict - n_malformed)
-    share = _split(activity, ACTIVITY_SHARES)
-    n_refund = round(share["card"] * CARD_REFUND_SHARE)
-    n_card = share["card"] - n_refund
-    n_return = round(share["shop"] * RETURN_SHARE / (1 + RETURN_SHARE))
-    n_shop = share["shop"] - n_return
-    n_mgts_accounts = max(1, share["mgts"] // months) if share["mgts"] else 0
-    n_bills = share["mgts"] - n_mgts_accounts
-    if n_shop == 0:
-        n_return = 0
-
-    # -- who: members, enrollments, activity weights ----------------------------
+    # -- the skeleton: one key a line, sorted by time ----------------------------
     msisdns = rng.sample(range(10**9), members)
-    keys: list[int] = []
-
-    def add(ts: int, kind: int, index: int) -> None:
-        keys.append(((ts * 16 + kind) << _IDX_BITS) | index)
-
-    for index in rng.sample(range(members), n_enroll):
-        if rng.random() < EARLY_ENROLLMENT_SHARE:
-            ts = t0 + rng.randrange(14 * DAY)
-        else:
-            ts = t0 + rng.randrange(span)
-        add(ts, ENROLL, index)
-
-    weights = [rng.lognormvariate(0.0, 1.0) for _ in range(members)]
-    cumulative, total = [], 0.0
-    for w in weights:
-        total += w
-        cumulative.append(total)
-    del weights
-    plan_kinds = [USAGE] * share["usage"] + [CARD_PURCHASE] * n_card + [CARD_REFUND] * n_refund
-    plan_kinds += [SHOP_PURCHASE] * n_shop + [BALLYPLUS] * share["ballyplus"]
-    who = rng.choices(range(members), cum_weights=cumulative, k=len(plan_kinds))
-    del cumulative
-    for kind, index in zip(plan_kinds, who):
-        add(t0 + rng.randrange(span), kind, index)
-    del plan_kinds, who
-
-    # MGTS accounts: each linked to a member, billed monthly for the previous month.
-    mgts_member = [rng.randrange(members) for _ in range(n_mgts_accounts)]
-    for account in range(n_mgts_accounts):
-        if rng.random() < 0.8:
-            ts = t0 + rng.randrange(60 * DAY)
-        else:
-            ts = t0 + rng.randrange(span)
-        add(ts, MGTS_LINK, account)
-    for bill in range(n_bills):
-        account = bill % n_mgts_accounts
-        period = (bill // n_mgts_accounts) % (months - 1)  # periods 0 .. months-2
-        month_start = _epoch(_add_months(start, period + 1))
-        if rng.random() < LATE_MGTS_BILL_SHARE:
-            ts = month_start + rng.randrange(5 * DAY, 40 * DAY)
-        else:
-            ts = month_start + rng.randrange(5 * DAY)
-        add(min(ts, t1 - 1), MGTS_BILL, account * 64 + period)
-    for _ in range(n_malformed):
-        add(t0 + rng.randrange(span), MALFORMED, rng.randrange(members))
-
+    keys = _member_keys(rng, n, members, t0, t1 - t0)
+    mgts_keys, mgts_member = _mgts_keys(rng, n, members, start, months, t0, t1)
+    keys += mgts_keys
+    del mgts_keys
+    for _ in range(n.malformed):
+        keys.append(_key(t0 + rng.randrange(t1 - t0), MALFORMED, rng.randrange(members)))
     keys.sort()
-
-    # -- which lines get a return, a duplicate or a conflicting duplicate -------------
-    purchases = [p for p, k in enumerate(keys) if (k >> _IDX_BITS) % 16 == SHOP_PURCHASE]
-    with_return = set(rng.sample(purchases, min(n_return, len(purchases))))
-    del purchases
-    priced = [p for p, k in enumerate(keys) if (k >> _IDX_BITS) % 16 in (USAGE, CARD_PURCHASE, CARD_REFUND)]
-    conflicting = set(rng.sample(priced, min(n_conflict, len(priced))))
-    del priced
-    duplicated = set(rng.sample(range(len(keys)), min(n_dup, len(keys))))
-
-    # -- the ticks: the 1st, 15th and 25th of each month covered, and the 1st after -----
-    ticks: list[tuple[int, str]] = []
-    for m in range(months + 1):
-        first = _add_months(start, m)
-        for day in (1, 15, 25):
-            d = first.replace(day=day)
-            if d > start and (m < months or day == 1):
-                ticks.append((_epoch(d), d.isoformat()))
+    repeats = _repeats(rng, n, keys)
 
     # -- writing ---------------------------------------------------------------------
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
     with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
         w = _Writer(rng, seed, msisdns, t0, t1, handle)
-        w.ticks = ticks
-        for position, key in enumerate(keys):
-            head = key >> _IDX_BITS
-            ts, kind, index = head // 16, head % 16, key & _IDX_MASK
-            w.flush_until(ts)
-            message = _build(w, rng, kind, ts, index, mgts_member, start)
-            line = w.dump(message) if isinstance(message, dict) else message
-            label = KIND_NAMES[kind]
-            w.emit(ts, line, label)
-            if kind == SHOP_PURCHASE and position in with_return:
-                _schedule_return(w, rng, message, ts)
-            if position in conflicting:
-                other = dict(message)
-                cents = int(message["amount"].replace(".", ""))
-                other["amount"] = _money(cents + rng.randint(1, 5000))
-                w.schedule(ts + rng.randint(60, 3 * DAY), w.dump(other), "conflicting_duplicate")
-            if position in duplicated:
-                w.schedule(ts + rng.randint(1, 2 * DAY), line, "duplicate")
-        w.flush_until(t1 + 1)
-        while w.ticks:
-            _, as_of = w.ticks.pop(0)
-            w.tick_lines.append({"as_of": as_of, "after_line": w.lines})
+        w.ticks = _ticks(start, months)
+        _write(w, rng, keys, repeats, mgts_member, start)
     tmp.replace(out)
 
     plan = {
@@ -330,12 +368,45 @@ def generate(
         "start": start.isoformat(),
         "months": months,
         "lines": w.lines,
-        "mgts_accounts": n_mgts_accounts,
+        "mgts_accounts": n.mgts_accounts,
         "counts": dict(sorted(w.counts.items())),
         "ticks": w.tick_lines,
     }
     plan_path(out).write_text(json.dumps(plan, indent=1) + "\n", encoding="utf-8")
     return plan
+
+
+def _write(
+    w: _Writer,
+    rng: random.Random,
+    keys: list[int],
+    repeats: tuple[set[int], set[int], set[int]],
+    mgts_member: list[int],
+    start: date,
+) -> None:
+    """Writes the skeleton's lines in order, with what they schedule for later
+    (a return, a conflicting duplicate, a duplicate) merged in when due."""
+    with_return, conflicting, duplicated = repeats
+    for position, key in enumerate(keys):
+        head = key >> _IDX_BITS
+        ts, kind, index = head // 16, head % 16, key & _IDX_MASK
+        w.flush_until(ts)
+        message = _build(w, rng, kind, ts, index, mgts_member, start)
+        line = w.dump(message) if isinstance(message, dict) else message
+        w.emit(ts, line, KIND_NAMES[kind])
+        if kind == SHOP_PURCHASE and position in with_return:
+            _schedule_return(w, rng, message, ts)
+        if position in conflicting:
+            other = dict(message)
+            cents = int(message["amount"].replace(".", ""))
+            other["amount"] = _money(cents + rng.randint(1, 5000))
+            w.schedule(ts + rng.randint(60, 3 * DAY), w.dump(other), "conflicting_duplicate")
+        if position in duplicated:
+            w.schedule(ts + rng.randint(1, 2 * DAY), line, "duplicate")
+    w.flush_until(w.t1 + 1)
+    while w.ticks:
+        _, as_of = w.ticks.pop(0)
+        w.tick_lines.append({"as_of": as_of, "after_line": w.lines})
 
 
 def plan_path(out: Path) -> Path:

@@ -16,10 +16,11 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import date, datetime
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, LRUCache
+from eventsourcing.domain import CanMutateProtocol
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, OperationalError, PersistenceError
 
 from engine import handlers, tick
@@ -173,14 +174,17 @@ class AccrualApplication(SpendingCommands, Application):
                     pass
             else:
                 missing.append(aggregate_id)
-        if not missing:
+        if select is None or not missing:  # (without `select`, nothing is missing)
             return found
         snapshots = self.snapshots.recorder if self.snapshots is not None else None
         cache = None if fresh else self.repository.cache
         for aggregate_id, (snapshot, stored_events) in select(missing, snapshots=snapshots).items():
-            aggregate = None
+            aggregate: Any = None
             for stored in ([snapshot] if snapshot is not None else []) + stored_events:
-                aggregate = self.mapper.to_domain_event(stored).mutate(aggregate)
+                # The mapper is typed to return the library's bare event protocol;
+                # the events (and snapshots) of these aggregates all have `mutate`.
+                event = cast("CanMutateProtocol[Any]", self.mapper.to_domain_event(stored))
+                aggregate = event.mutate(aggregate)
             if aggregate is None:
                 continue
             found[aggregate_id] = aggregate

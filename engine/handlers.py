@@ -151,7 +151,9 @@ _ACCOUNT_HANDLERS: dict[str, Callable[[UnitOfWork, Any], str]] = {
 
 def release(uow: UnitOfWork, account: MemberAccount, held: HeldMessage) -> None:
     """A held event, applied as if it had arrived at the enrollment."""
-    event = INBOUND_ADAPTER.validate_python(held.message)  # the edge's own validation
+    # The edge's own validation. Only a member's spends are held (never an
+    # enrollment or an MGTS message), so the event has an msisdn.
+    event: Any = INBOUND_ADAPTER.validate_python(held.message)
     uow.report.released += 1
     try:
         _earn(uow, account, event)

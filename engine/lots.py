@@ -63,10 +63,6 @@ def _expiry_order(lot: Lot) -> tuple[date, int]:
     return lot.expires_on, lot.lot_id
 
 
-def balance_of(lots: list[Lot]) -> int:
-    return sum(lot.remaining for lot in lots)
-
-
 def allocate(lots: list[Lot], points: int) -> tuple[Allocation, ...]:
     """Which lots a debit of `points` takes from: first to expire first."""
     assert points >= 0

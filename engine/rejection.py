@@ -3,6 +3,9 @@
 rejections read model can be rebuilt from the event log like any other."""
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from eventsourcing.domain import Aggregate
 
 from engine.ids import rejection_id
@@ -20,7 +23,10 @@ class Rejection(Aggregate):
         detail: str
         original: str  # base64 of the original bytes
 
-    def __init__(self, topic, partition, offset, key, event_id, msisdn, reason, detail, original):
+    def __init__(
+        self, topic: str, partition: int | None, offset: int | None, key: str | None, event_id: str | None,
+        msisdn: str | None, reason: str, detail: str, original: str,
+    ) -> None:
         self.topic = topic
         self.partition = partition
         self.offset = offset
@@ -32,5 +38,5 @@ class Rejection(Aggregate):
         self.original = original
 
     @classmethod
-    def record(cls, message_key: str, received_at, **fields) -> "Rejection":
+    def record(cls, message_key: str, received_at: datetime, **fields: Any) -> Rejection:
         return cls._create(cls.Recorded, id=rejection_id(fields["topic"], message_key), timestamp=received_at, **fields)

@@ -97,7 +97,7 @@ def _parse(data: dict) -> RuleSet:
         raise RulesFileError("card tiers: the last tier must have no spend_below")
     if any(t.spend_below is None for t in tiers[:-1]):
         raise RulesFileError("card tiers: only the last tier may have no spend_below")
-    bounds = [t.spend_below for t in tiers[:-1]]
+    bounds = [t.spend_below for t in tiers[:-1] if t.spend_below is not None]  # all of them (checked above)
     if bounds != sorted(bounds):
         raise RulesFileError("card tiers must be in ascending order of spend_below")
     if data.get("time_zone", "Europe/Moscow") != "Europe/Moscow":

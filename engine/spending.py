@@ -125,7 +125,7 @@ class SpendingCommands:
         def work(uow: UnitOfWork) -> Debit:
             account = _member(uow, msisdn)
             debit = None if account is None else account.debit(debit_id)
-            if debit is None:
+            if account is None or debit is None:
                 raise UnknownDebitError(f"no debit {debit_id} of {msisdn}")
             if debit.status == CANCELLED:
                 return _debit_of(account, debit_id, duplicate=True)

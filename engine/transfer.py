@@ -6,7 +6,7 @@ crediting the recipient are saved together, once."""
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Iterable
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -34,7 +34,10 @@ class MemberTransfer(Aggregate):
                 Portion(i, p, date.fromisoformat(d), date.fromisoformat(e)) for i, p, d, e in state.pop("allocations")
             )
 
-    def __init__(self, sender, recipient, points, portions, idempotency_key, offered_at, expires_at):
+    def __init__(
+        self, sender: str, recipient: str, points: int, portions: Iterable[Portion], idempotency_key: str,
+        offered_at: datetime, expires_at: datetime,
+    ) -> None:
         self.sender = sender
         self.recipient = recipient
         self.points = points

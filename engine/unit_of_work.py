@@ -11,7 +11,7 @@ happens only after another writer succeeded, so work always progresses.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Iterable, Sequence
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
@@ -20,15 +20,6 @@ from engine.messages import InboxRow, Report
 
 CONFLICT_RETRIES_MAX = 50
 LATEST = 2**62  # "up to any version": read from the store, past the cache
-
-
-class InboxRecorder(Protocol):
-    """What the engine needs of its recorder beyond the library's: the keys
-    of processed messages (written with the events of their unit of work),
-    and which aggregates exist."""
-
-    def select_inbox(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]: ...
-    def select_existing(self, originator_ids: Sequence[UUID]) -> set[UUID]: ...
 
 
 class UnitOfWork:

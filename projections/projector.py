@@ -74,7 +74,7 @@ class Projector:
         self.batch_size = BATCH_SIZE  # notifications read and written together when catching up
         self.id_cache_max = ID_CACHE_MAX  # account ids -> msisdns kept in memory
         self.rebuild_batch_size = REBUILD_BATCH_SIZE
-        self._handlers: dict[type, Callable[[Any], None]] = {
+        self._handlers: dict[type, Callable[[Any], object]] = {  # what they return is ignored
             MemberAccount.Opened: self._opened,
             MemberAccount.MemberEnrolled: self._enrolled,
             MemberAccount.EventHeld: self._held,

@@ -33,7 +33,7 @@ class ReadModels:
         if not rows:
             return None
         keys = ("msisdn", "enrolled_at", "channel", "balance", "uncollected", "version", "updated_at")
-        return dict(zip(keys, rows[0]))
+        return dict(zip(keys, rows[0], strict=True))
 
     def lots(self, msisdn: str) -> list[dict[str, Any]]:
         rows = self.db.query(
@@ -42,7 +42,7 @@ class ReadModels:
             (msisdn,),
         )
         keys = ("lot_id", "rule", "lot_date", "expires_on", "points", "remaining")
-        return [dict(zip(keys, row)) for row in rows]
+        return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def burn_forecast(self, msisdn: str, today: date, horizons_days: tuple[int, ...] = (30, 60, 90)) -> dict[int, int]:
         """Points that expire within each horizon from `today`."""
@@ -64,7 +64,7 @@ class ReadModels:
                 "expires_on", "occurred_at", "detail")
         result = []
         for row in rows:
-            entry = dict(zip(keys, row))
+            entry = dict(zip(keys, row, strict=True))
             entry["detail"] = json.loads(entry["detail"])
             result.append(entry)
         return result
@@ -102,7 +102,7 @@ class ReadModels:
             (msisdn, msisdn),
         )
         keys = ("transfer_id", "sender", "recipient", "points", "status", "offered_at", "expires_at", "settled_at")
-        return [dict(zip(keys, row)) for row in rows]
+        return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def debits_of(self, msisdn: str, purpose: str | None = None) -> list[dict[str, Any]]:
         """The member's debits (catalogue orders, shop discounts), newest first."""
@@ -117,7 +117,7 @@ class ReadModels:
         keys = ("debit_id", "msisdn", "purpose", "points", "status", "reference", "created_at")
         result = []
         for row in rows:
-            entry = dict(zip(keys, row))
+            entry = dict(zip(keys, row, strict=True))
             entry["reference"] = json.loads(entry["reference"])
             result.append(entry)
         return result

@@ -54,11 +54,11 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         "inbound",
         "Any inbound message, discriminated by 'type'.",
     )
-    for stem, model in OUTBOUND_SCHEMAS.items():
+    for stem, outbound in OUTBOUND_SCHEMAS.items():
         out[stem] = _decorate(
-            model.model_json_schema(mode="serialization"),
+            outbound.model_json_schema(mode="serialization"),
             f"outbound/{stem}",
-            (model.__doc__ or "").strip() or None,
+            (outbound.__doc__ or "").strip() or None,
         )
     return out
 

@@ -157,8 +157,9 @@ def _reject(reason: str, detail: str, obj: dict[str, Any] | None = None) -> Mess
     )
 
 
-def _load(raw: bytes | str) -> dict[str, Any]:
-    """Parse the JSON once. Only a JSON object (dict) gets through."""
+def _load(raw: object) -> dict[str, Any]:
+    """Parse the JSON once. Only a JSON object (dict) gets through. `raw` is
+    whatever the caller got (a Kafka tombstone is None; a memoryview is read)."""
     if isinstance(raw, memoryview):
         raw = raw.tobytes()
     if not isinstance(raw, (bytes, bytearray, str)):

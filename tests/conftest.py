@@ -86,7 +86,7 @@ def _drop_database(name: str, admin_db: str, connect: dict) -> None:
             return
         except psycopg.errors.InsufficientPrivilege:
             time.sleep(0.5 * (attempt + 1))
-    warnings.warn(f"test database {name} could not be dropped (a server process kept it open)")
+    warnings.warn(f"test database {name} could not be dropped (a server process kept it open)", stacklevel=2)
 
 
 @pytest.fixture

@@ -237,43 +237,54 @@ def scenarios(draw: st.DrawFn, max_messages: int = 30) -> list[Line]:
         kind = draw(st.sampled_from(SCENARIO_KINDS))
         at = draw(moments_of_2026())
         msisdn = draw(members)
-        message: dict[str, Any] | None = None
-        if kind == "enroll":
-            message = m.make("member_enrolled", at, msisdn=msisdn, channel=draw(channels))
-        elif kind == "usage":
-            message = m.make("usage_charged", at, msisdn=msisdn, service=draw(services), amount=draw(usage_amounts))
-        elif kind in ("card_purchase", "card_refund"):
-            message = m.make(kind, at, msisdn=msisdn, card_id=draw(cards), amount=draw(card_amounts))
-        elif kind == "shop_purchase":
-            receipt = m.new_receipt_id()
-            body = [
-                {"line_id": f"L{i}", "category": draw(st.sampled_from(CATEGORIES)), "amount": draw(shop_amounts)}
-                for i in range(1, draw(st.integers(1, 3)) + 1)
-            ]
-            receipts.append((receipt, msisdn, {b["line_id"]: (b["category"], kopecks_of(b["amount"])) for b in body}))
-            message = m.make("shop_purchase", at, msisdn=msisdn, store_id="S1", receipt_id=receipt, lines=body)
-        elif kind == "shop_return":
-            message = m.make("shop_return", at, msisdn=msisdn, store_id="S1", **draw(return_body(receipts)))
-        elif kind == "link":
-            message = m.make("mgts_account_linked", at, mgts_account=draw(mgts_accounts), msisdn=draw(link_targets))
-        elif kind == "bill":
-            period = f"2026-{draw(st.integers(1, 12)):02d}"
-            message = m.make("mgts_bill", at, mgts_account=draw(mgts_accounts), period=period, amount=draw(mgts_amounts))
-        elif kind == "ballyplus":
-            message = m.make("ballyplus_transfer", at, msisdn=msisdn, partner_points=draw(partner_points))
-        elif kind == "duplicate" and lines:
-            lines.append(draw(st.sampled_from(lines)))
+        if kind == "duplicate":
+            if lines:
+                lines.append(draw(st.sampled_from(lines)))
             continue
-        elif kind == "conflict" and sent:
-            message = conflicting(draw(st.sampled_from(sent)))
-        elif kind == "malformed":
+        if kind == "malformed":
             lines.append(Line(m.malformed(draw(st.sampled_from(MALFORMED_KINDS)), at), False))
             continue
+        if kind == "conflict":
+            message = conflicting(draw(st.sampled_from(sent))) if sent else None
+        else:
+            message = _valid_message(draw, m, kind, at, msisdn, receipts)
         if message is None:
             continue
         sent.append(message)
         lines.append(Line(encode(message), message["type"] == "member_enrolled"))
     return lines
+
+
+def _valid_message(
+    draw: st.DrawFn, m: Messages, kind: str, at: str, msisdn: str,
+    receipts: list[tuple[str, str, dict[str, tuple[str, int]]]],
+) -> dict[str, Any]:
+    """A new valid message of `kind` (not a duplicate, a conflict or a
+    malformed line) for `scenarios`; a purchase adds its receipt to `receipts`."""
+    if kind == "enroll":
+        return m.make("member_enrolled", at, msisdn=msisdn, channel=draw(channels))
+    if kind == "usage":
+        return m.make("usage_charged", at, msisdn=msisdn, service=draw(services), amount=draw(usage_amounts))
+    if kind in ("card_purchase", "card_refund"):
+        return m.make(kind, at, msisdn=msisdn, card_id=draw(cards), amount=draw(card_amounts))
+    if kind == "shop_purchase":
+        receipt = m.new_receipt_id()
+        body = [
+            {"line_id": f"L{i}", "category": draw(st.sampled_from(CATEGORIES)), "amount": draw(shop_amounts)}
+            for i in range(1, draw(st.integers(1, 3)) + 1)
+        ]
+        receipts.append((receipt, msisdn, {b["line_id"]: (b["category"], kopecks_of(b["amount"])) for b in body}))
+        return m.make("shop_purchase", at, msisdn=msisdn, store_id="S1", receipt_id=receipt, lines=body)
+    if kind == "shop_return":
+        return m.make("shop_return", at, msisdn=msisdn, store_id="S1", **draw(return_body(receipts)))
+    if kind == "link":
+        return m.make("mgts_account_linked", at, mgts_account=draw(mgts_accounts), msisdn=draw(link_targets))
+    if kind == "bill":
+        period = f"2026-{draw(st.integers(1, 12)):02d}"
+        return m.make("mgts_bill", at, mgts_account=draw(mgts_accounts), period=period, amount=draw(mgts_amounts))
+    if kind == "ballyplus":
+        return m.make("ballyplus_transfer", at, msisdn=msisdn, partner_points=draw(partner_points))
+    raise AssertionError(f"unknown scenario kind {kind}")
 
 
 @st.composite

@@ -37,7 +37,7 @@ def test_every_member_account_event_states_its_effect():
     unstated = MemberAccount.Event.__dict__["effect"]
     events = member_account_events()
     assert len(events) == 14
-    missing = [cls.__name__ for cls in events if getattr(cls, "effect") is unstated]
+    missing = [cls.__name__ for cls in events if cls.effect is unstated]
     assert missing == [], "these events do not say what they do to the points"
 
 

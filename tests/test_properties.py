@@ -752,7 +752,7 @@ def test_enrollment_order_does_not_matter(lines: list[Line], ticks: list[date], 
             results[name] = observed
     reference = results["enrollments first"]
     for name, observed in results.items():
-        for expected, actual in zip(reference, observed):
+        for expected, actual in zip(reference, observed, strict=True):
             expected_balances = {m: s["balance"] for m, s in expected[-1].items()}
             actual_balances = {m: s["balance"] for m, s in actual[-1].items()}
             assert actual_balances == expected_balances, f"{name}, {actual[0]}: balances differ"

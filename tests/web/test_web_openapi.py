@@ -52,18 +52,22 @@ def test_the_api_answers_as_its_openapi_schema_says(api_schema, caller):
     assert len(operations) >= 20
 
     for operation in operations:
-        headers = caller(operation.path)
-
-        @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
-        def answers_as_described(case):
-            response = case.call_and_validate(headers=headers, checks=CHECKS)
-            calls.append((operation.label, response.status_code))
-
         try:
-            answers_as_described()
+            exercise(operation, caller(operation.path), calls)
         except Exception as failure:  # collect them all, then report
             failures[f"{operation.method.upper()} {operation.path}"] = failure
     assert len(calls) >= 5 * len(operations), "the strategies generated too few requests"
     assert not failures, "\n\n".join(f"{label}:\n{failure}" for label, failure in failures.items())
+
+
+def exercise(operation, headers: dict[str, str], calls: list) -> None:
+    """Generated requests to one operation, each checked against the schema."""
+
+    @given(case=operation.as_strategy())
+    @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    def answers_as_described(case):
+        response = case.call_and_validate(headers=headers, checks=CHECKS)
+        calls.append((operation.label, response.status_code))
+
+    answers_as_described()
