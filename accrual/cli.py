@@ -386,9 +386,6 @@ def schemas_export(directory: Path) -> None:
         out.print(str(path))
 
 
-LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
-
-
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
@@ -401,11 +398,13 @@ def serve(
     from web.catalog import CatalogFileError
 
     settings = _settings()
-    # Cookies are Secure, except for a person trying it on this machine over
-    # plain http (a loopback address) or with ACCRUAL_INSECURE_COOKIES=1.
-    secure = not (settings.web.insecure_cookies or host in LOOPBACK_HOSTS)
+    # Cookies are Secure and HSTS is sent unless ACCRUAL_INSECURE_COOKIES=1:
+    # the listening address says nothing of how members reach the service
+    # (a TLS proxy on the same machine is the usual setup, docs/security.md).
+    # Browsers keep Secure cookies of http://localhost and 127.0.0.1, so
+    # trying it on this machine works as it is.
     try:
-        web_app = create_app(settings, secure_cookies=secure)
+        web_app = create_app(settings)
     except (CatalogFileError, RulesFileError) as error:
         err.print(f"[red]configuration error:[/red] {error}")
         raise typer.Exit(2) from error

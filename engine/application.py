@@ -25,7 +25,7 @@ from eventsourcing.persistence import IntegrityError, JSONTranscoder, Operationa
 
 from engine import handlers, tick
 from engine.account import MemberAccount
-from engine.errors import ConcurrentWriterError, InvalidChannelError
+from engine.errors import ConcurrentWriterError, InvalidChannelError, InvalidMsisdnError
 from engine.ids import member_id
 from engine.messages import APPLIED, DUPLICATE, INTERNAL_ERROR, Inbound, Report
 from engine.mgts import MgtsAccount
@@ -35,6 +35,7 @@ from engine.spending import ENROLLMENTS_TOPIC, Debit, SpendingCommands, Transfer
 from engine.tick import TickAgenda
 from engine.transcoding import register_transcodings
 from engine.unit_of_work import CONFLICT_RETRIES_MAX, LATEST, UnitOfWork
+from schemas.msisdn import is_msisdn
 
 logger = logging.getLogger(__name__)
 
@@ -242,6 +243,8 @@ class AccrualApplication(SpendingCommands, Application):
         enrolled member is answered "duplicate" and nothing changes."""
         if channel not in _CHANNELS:
             raise InvalidChannelError(f"channel is one of {', '.join(_CHANNELS)}, not {channel!r}")
+        if not is_msisdn(msisdn):
+            raise InvalidMsisdnError(f"a number is 11 ASCII digits starting with 7, not {msisdn!r:.40}")
         assert at.tzinfo is not None, "moments are always time-zone aware"
 
         def work(uow: UnitOfWork) -> str:

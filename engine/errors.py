@@ -56,6 +56,13 @@ class InvalidChannelError(RuleRefusal):
     reason = "invalid_channel"
 
 
+class InvalidMsisdnError(RuleRefusal):
+    """A command names a number that is not 11 ASCII digits starting with 7
+    (schemas.msisdn); the message edge refuses such messages as `invalid_field`."""
+
+    reason = "invalid_msisdn"
+
+
 class NotEnrolledError(RuleRefusal):
     reason = "not_enrolled"
 

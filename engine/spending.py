@@ -28,6 +28,7 @@ from engine.account import CANCELLED, DEBITED, MemberAccount
 from engine.errors import (
     IdempotencyConflictError,
     InvalidAmountError,
+    InvalidMsisdnError,
     InvalidPurposeError,
     NotEnrolledError,
     RecipientNotEnrolledError,
@@ -37,6 +38,7 @@ from engine.errors import (
 )
 from engine.transfer import ACCEPTED, DECLINED, PENDING, RETURNED, MemberTransfer
 from engine.unit_of_work import UnitOfWork
+from schemas.msisdn import is_msisdn
 
 PURPOSE_TOPICS = {"order": "accrual.orders", "pos": "accrual.pos"}  # pseudo-topics of the inbox
 TRANSFERS_TOPIC = "accrual.transfers"
@@ -91,6 +93,7 @@ class SpendingCommands:
         """Takes `points` from the member for a catalogue order or a shop
         discount. The same key and request again answers the same debit."""
         _check_moment(at)
+        _check_msisdn(msisdn)
         topic = PURPOSE_TOPICS.get(purpose)
         if topic is None:
             raise InvalidPurposeError(f"a debit is for one of {sorted(PURPOSE_TOPICS)}, not {purpose!r}")
@@ -151,6 +154,8 @@ class SpendingCommands:
         """Holds `points` of the sender for the recipient, who may accept
         within the acceptance window (24 hours by default)."""
         _check_moment(at)
+        _check_msisdn(sender)
+        _check_msisdn(recipient)
         minimum = self.rules.transfer_minimum_points
         if isinstance(points, bool) or not isinstance(points, int) or points < minimum:
             raise InvalidAmountError(f"a transfer is at least {minimum} point(s), not {points!r}")
@@ -165,6 +170,11 @@ class SpendingCommands:
                 return _transfer_of(uow.get(transfer_id), duplicate=True)
             if account is None:
                 raise NotEnrolledError(f"{sender} is not an enrolled member")
+            # The sender's own refusals come first: whether the balance covers
+            # the points must not depend on who the recipient is, or a
+            # transfer beyond the balance would tell members from strangers.
+            account.check_enrolled()
+            account.check_covers(points)
             counterpart = _member(uow, recipient)
             if counterpart is None or not counterpart.is_enrolled:
                 raise RecipientNotEnrolledError(f"{recipient} is not an enrolled member")
@@ -301,6 +311,11 @@ def _uuid(text: str) -> UUID | None:
         return UUID(str(text))
     except ValueError:
         return None
+
+
+def _check_msisdn(msisdn: str) -> None:
+    if not is_msisdn(msisdn):
+        raise InvalidMsisdnError(f"a number is 11 ASCII digits starting with 7, not {msisdn!r:.40}")
 
 
 def _check_moment(at: datetime) -> None:

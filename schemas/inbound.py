@@ -37,6 +37,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from .msisdn import Msisdn
+
 __all__ = [
     "AMOUNT_PATTERN",
     "MAX_AMOUNT",
@@ -179,11 +181,6 @@ EventId = Annotated[
     Field(description="1-128 printable ASCII characters, unique within the source."),
 ]
 
-Msisdn = Annotated[
-    str,
-    StringConstraints(strict=True, pattern=r"^7[0-9]{10}$"),
-    Field(description='11 digits starting with "7".', examples=["79161234567"]),
-]
 
 Ident = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
 

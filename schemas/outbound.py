@@ -17,7 +17,9 @@ import base64
 from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from .msisdn import Msisdn
 
 if TYPE_CHECKING:
     from .intake import MessageRejected
@@ -35,7 +37,6 @@ POINTS_EVENTS_TOPIC = "loyalty.points-events.v1"
 BALANCES_TOPIC = "loyalty.balances.v1"
 DEAD_LETTER_TOPIC = "loyalty.dead-letter.v1"
 
-Msisdn = Annotated[str, StringConstraints(strict=True, pattern=r"^7[0-9]{10}$")]
 
 _CONFIG = ConfigDict(
     frozen=True,

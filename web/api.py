@@ -12,14 +12,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import RuleRefusal
+from schemas.msisdn import Msisdn
 from web.app import context_of
 from web.auth import Session, TooManyRequests, WeakPassword, check_password_strength
 
-Msisdn = Annotated[str, Field(pattern=r"^7[0-9]{10}$", description="11 digits, the first 7")]
+__all__ = ["Msisdn"]  # re-exported: the API's models name the one msisdn type
 Code = Annotated[str, Field(pattern=r"^[0-9]{6}$")]
 Key = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,100}$", description="the same key twice is one operation")]
 Password = Annotated[str, Field(min_length=1, max_length=128)]
-Points = Annotated[int, Field(ge=1, le=10_000_000)]
+Points = Annotated[int, Field(strict=True, ge=1, le=10_000_000)]  # true is not 1 point, "10" not 10
 Id = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,100}$")]
 
 # Refusals of the engine, by reason, as HTTP statuses.
@@ -27,12 +28,15 @@ REFUSAL_STATUS = {
     "insufficient_points": 409, "not_enrolled": 409, "idempotency_conflict": 409,
     "transfer_expired": 409, "transfer_settled": 409, "invalid_points": 422, "invalid_purpose": 422,
     "invalid_channel": 422,
-    "recipient_not_enrolled": 422, "self_transfer": 422, "unknown_debit": 404, "unknown_transfer": 404,
+    "recipient_not_enrolled": 422, "invalid_msisdn": 422, "self_transfer": 422, "unknown_debit": 404, "unknown_transfer": 404,
 }
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields refused, no type coercion (`true` is
+    not a number, `"yes"` not a boolean)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Error(BaseModel):
@@ -50,8 +54,9 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 def api_router() -> APIRouter:
-    """A router of /api/v1: every operation may answer 401 and 429."""
-    return APIRouter(prefix="/api/v1", responses=error_responses(401, 429))
+    """A router of /api/v1: every operation may answer 401, 429, and 422
+    (`invalid_request`: the request does not match its schema)."""
+    return APIRouter(prefix="/api/v1", responses=error_responses(401, 422, 429))
 
 
 def error_response(error: ApiError) -> JSONResponse:
@@ -110,11 +115,13 @@ def confirm_spending(request: Request, session: Session, code: str | None) -> No
         raise ApiError(403, "confirmation_required",
                        "request a code with purpose 'confirm' and send it as `code`")
 
-def set_password_with_code(auth, msisdn: str, code: str, password: str) -> None:
+def set_password_with_code(auth, msisdn: str, code: str, password: str, keep: Session | None = None) -> None:
+    """Sets the password if the code is right; every other session of the
+    number ends (all of them when a lost password is restored)."""
     try:
-        check_password_strength(password)
+        check_password_strength(password, msisdn)
     except WeakPassword as weak:
         raise ApiError(400, "weak_password", str(weak)) from weak
     if not auth.check_code(msisdn, "password", code):
         raise ApiError(400, "invalid_code", "the code is wrong, used or expired")
-    auth.set_password(msisdn, password)
+    auth.set_password(msisdn, password, keep)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from engine.errors import RuleRefusal
 from web.api import (
     ApiError, Code, Id, Key, Member, Msisdn, Password, Points, Strict, api_router, confirm_spending,
-    error_responses, refusal_error, set_password_with_code,
+    error_responses, limited, refusal_error, set_password_with_code,
 )
 from web.app import context_of
 from web.auth import Session
@@ -115,7 +115,7 @@ class NewPassword(Strict):
 @router.put("/me/password", status_code=204, responses=error_responses(400))
 def change_password(body: NewPassword, session: Member, request: Request) -> Response:
     """Sets or changes the password, confirmed by a code sent for purpose 'password'."""
-    set_password_with_code(context_of(request).auth, session.msisdn, body.code, body.password)
+    set_password_with_code(context_of(request).auth, session.msisdn, body.code, body.password, keep=session)
     return Response(status_code=204)
 
 
@@ -258,6 +258,7 @@ def offer_transfer(body: NewTransfer, session: Member, request: Request) -> Tran
     """Offers points to another member: held from the sender until the
     recipient accepts or declines, and returned after 24 hours otherwise."""
     confirm_spending(request, session, body.code)
+    limited(context_of(request).auth.take_transfer_offer, session.msisdn)
     try:
         offered = context_of(request).cabinet.offer_transfer(
             session.msisdn, body.recipient, body.points, body.idempotency_key

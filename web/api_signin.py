@@ -60,9 +60,17 @@ class Sent(BaseModel):
 
 
 @router.post("/auth/otp/request", status_code=202, response_model=Sent, responses=error_responses(503))
-def request_code(body: CodeRequest, request: Request) -> Sent:
+def request_code(body: CodeRequest, request: Request,
+                 credentials: Annotated[Credentials, Depends(member_token_scheme)]) -> Sent:
     """Sends a 6-digit code by SMS. The answer is the same for every valid
-    number, member or not."""
+    number, member or not. A code to confirm spending ('confirm') is sent
+    only to the member signed in with the bearer token: nobody else can use
+    up that number's confirmations."""
+    if body.purpose == "confirm":
+        session = context_of(request).auth.session(bearer_token(credentials), "api")
+        if session is None or session.msisdn != body.msisdn:
+            raise ApiError(401, "unauthorized", "a code to confirm spending goes only to the signed-in member",
+                           headers={"WWW-Authenticate": "Bearer"})
     try:
         limited(context_of(request).auth.send_code, body.msisdn, body.purpose, client_address(request))
     except SmsError as error:
@@ -93,7 +101,7 @@ def verify_code(body: CodeVerification, request: Request) -> Token:
 @router.post("/auth/login", response_model=Token, responses=error_responses(400))
 def login(body: PasswordLogin, request: Request) -> Token:
     _terms(body.accept_terms)
-    if not limited(context_of(request).auth.check_password, body.msisdn, body.password):
+    if not limited(context_of(request).auth.check_password, body.msisdn, body.password, client_address(request)):
         raise ApiError(400, "invalid_credentials", "the number or the password is wrong")
     return _token(request, body.msisdn, "password")
 
@@ -121,4 +129,12 @@ def reset_password(body: PasswordReset, request: Request) -> Response:
 @router.post("/auth/logout", status_code=204)
 def logout(session: Member, request: Request, credentials: Annotated[Credentials, Depends(member_token_scheme)]) -> Response:
     context_of(request).auth.close_session(bearer_token(credentials))
+    return Response(status_code=204)
+
+
+@router.post("/auth/logout/all", status_code=204)
+def logout_everywhere(session: Member, request: Request) -> Response:
+    """Signs the member out on every device: every token and page session
+    of the number ends, this one included."""
+    context_of(request).auth.end_sessions(session.msisdn)
     return Response(status_code=204)

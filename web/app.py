@@ -18,7 +18,10 @@ from accrual.runtime import Runtime
 from accrual.settings import Settings
 from web.auth import Auth
 from web.catalog import load_catalog, load_offers
+from schemas.msisdn import is_msisdn
 from web.clock import Clock, SystemClock
+from web.guards import Guard
+from web.limits import client_key
 from web.service import Cabinet
 from web.sms import DatabaseOutbox, HttpGateway, SmsGateway
 from web.store import WebStore
@@ -60,7 +63,10 @@ def create_app(
     sms: SmsGateway | None = None,
     secure_cookies: bool | None = None,
 ) -> FastAPI:
-    """`secure_cookies` None: Secure unless ACCRUAL_INSECURE_COOKIES=1."""
+    """`secure_cookies` None: from the settings. Secure cookies and HSTS
+    unless ACCRUAL_INSECURE_COOKIES=1 (plain-http development): the
+    application is reached over https, directly or through a proxy that
+    ends TLS (docs/security.md), whatever address it listens on."""
     settings = settings or Settings.from_env()
     clock = clock or SystemClock()
     runtime = Runtime(settings)
@@ -83,22 +89,13 @@ def create_app(
         version="1",
         description="The personal account's JSON API. Members authenticate with `Authorization: Bearer <token>` "
                     "from /api/v1/auth/*; shop tills with their store key.",
-        docs_url="/api/docs",
+        # No Swagger UI: it loads its script from a public CDN, on the origin
+        # of the members' sessions. /openapi.json describes the API for tools.
+        docs_url=None,
         redoc_url=None,
     )
     app.state.context = context
-
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):  # noqa: ANN202
-        response = await call_next(request)
-        headers = response.headers
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("Referrer-Policy", "same-origin")
-        headers.setdefault("Cache-Control", "no-store")  # balances and tokens are personal
-        if not request.url.path.startswith("/api/docs"):  # the docs page loads its script from a CDN
-            headers.setdefault("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; form-action 'self'")
-            headers.setdefault("X-Frame-Options", "DENY")
-        return response
+    app.add_middleware(Guard, https=secure)
     from web import api_member, api_pos, api_signin, pages, pages_member, pages_signin
 
     for module in (api_signin, api_member, api_pos, pages_signin, pages_member):
@@ -127,13 +124,14 @@ def from_trusted_proxy(request: Request) -> bool:
 
 
 def client_address(request: Request) -> str:
-    """The subscriber's address for rate limits: the TCP peer, or the last
-    hop of X-Forwarded-For when the peer is a trusted gateway."""
+    """The key of the subscriber's address for rate limits (an IPv6 client
+    by its /64): the TCP peer, or the last hop of X-Forwarded-For when the
+    peer is a trusted gateway."""
     if from_trusted_proxy(request):
         forwarded = request.headers.get("x-forwarded-for", "").split(",")[-1].strip()
         if forwarded:
-            return forwarded[:64]
-    return request.client.host if request.client else "unknown"
+            return client_key(forwarded)
+    return client_key(request.client.host if request.client else "unknown")
 
 
 def network_msisdn(request: Request) -> str | None:
@@ -143,7 +141,3 @@ def network_msisdn(request: Request) -> str | None:
         return None
     value = request.headers.get(MSISDN_HEADER, "").strip()
     return value if is_msisdn(value) else None
-
-
-def is_msisdn(value: str) -> bool:
-    return len(value) == 11 and value.isdigit() and value.startswith("7")

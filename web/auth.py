@@ -14,13 +14,18 @@ import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
+from importlib import resources
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from web.clock import Clock
+from web.limits import Bucket, Limit, Limits, TooManyRequests
 from web.sms import SmsGateway
 from web.store import WebStore, parse_stamp, stamp
+
+__all__ = ["Auth", "Session", "TooManyRequests", "WeakPassword", "check_password_strength"]
 
 # OWASP Password Storage Cheat Sheet: argon2id, m=19 MiB, t=2, p=1 (minimum).
 PASSWORDS = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1, hash_len=32, salt_len=16, type=Type.ID)
@@ -30,12 +35,28 @@ PURPOSES = ("login", "password", "confirm")  # sign in; set, change or restore t
 CODE_DIGITS = 6
 CODE_TTL = timedelta(minutes=5)
 CODE_TRIES_MAX = 5
-SENDS_PER_NUMBER = (3, timedelta(minutes=10))  # at most 3 codes to one number in 10 minutes
-SENDS_PER_NUMBER_DAY = (10, timedelta(days=1))
-SENDS_PER_ADDRESS = (20, timedelta(minutes=10))  # and 20 from one client address
-LOGIN_FREE_FAILURES = 3  # then each failure doubles the wait: 1 s, 2 s, 4 s … up to 15 minutes
+# Codes sent: per number and purpose (so that strangers asking for login codes
+# cannot use up a member's password restore or spend confirmations), per
+# client address, and per address a day (one address cannot spend the SMS of
+# hundreds of numbers). Refused requests are counted apart (web.limits).
+SENDS_PER_NUMBER = Limit(3, timedelta(minutes=10))
+SENDS_PER_NUMBER_DAY = Limit(10, timedelta(days=1))
+SENDS_PER_ADDRESS = Limit(20, timedelta(minutes=10))
+SENDS_PER_ADDRESS_DAY = Limit(50, timedelta(days=1))
+# Password checks: per number, 3 free failures, then each failure doubles the
+# wait (1 s, 2 s, 4 s … up to 15 minutes); per client address (password
+# spraying: one common password tried on many numbers); and for the whole
+# service, a ceiling that also bounds the CPU spent on argon2.
+LOGIN_FREE_FAILURES = 3
 LOGIN_WAIT_MAX = timedelta(minutes=15)
-SESSION_TTL = timedelta(hours=12)
+_LOGIN_WAIT_DOUBLINGS_MAX = 10  # 2**10 s > 15 minutes; a higher count waits the same
+_LOGIN_FAILURES_KEPT_MAX = 1_000
+PASSWORD_TRIES_PER_ADDRESS = Limit(20, timedelta(minutes=10))
+PASSWORD_TRIES_ALL = Limit(1_200, timedelta(minutes=1))
+TRANSFER_OFFERS_PER_MEMBER = Limit(20, timedelta(hours=1))
+SESSION_TTL = timedelta(hours=12)  # at most, from sign-in
+SESSION_IDLE = timedelta(hours=1)  # without a request, a session ends
+_SESSION_TOUCH = timedelta(minutes=1)  # last use is written at most this often (reads stay reads)
 
 SMS_TEXT = {
     "login": "МТС Бонус: код для входа {code}. Никому не сообщайте его.",
@@ -46,12 +67,6 @@ SMS_TEXT = {
 # A stand-in hash, verified when a number has no password, so that a known
 # and an unknown number take the same time to refuse.
 _STAND_IN_HASH = PASSWORDS.hash(secrets.token_urlsafe(16))
-
-
-class TooManyRequests(Exception):
-    def __init__(self, retry_after_s: int):
-        super().__init__(f"retry after {retry_after_s} s")
-        self.retry_after_s = max(1, retry_after_s)
 
 
 class WeakPassword(ValueError):
@@ -65,10 +80,21 @@ class Session:
     via: str  # "password", "code" or "network" (X-MSISDN: must confirm spending with a code)
     csrf: str
     expires_at: datetime
+    key: str = ""  # the SHA-256 of its token: which session this is (ending the others)
 
     @property
     def must_confirm(self) -> bool:
         return self.via == "network"
+
+
+def login_wait(failures: int) -> timedelta:
+    """How long a number waits after `failures` failed passwords in a row:
+    nothing for the first free ones, then 1 s doubling up to 15 minutes
+    (the exponent is capped first: 2 ** 60 seconds is no timedelta)."""
+    if failures < LOGIN_FREE_FAILURES:
+        return timedelta(0)
+    doublings = min(failures - LOGIN_FREE_FAILURES, _LOGIN_WAIT_DOUBLINGS_MAX)
+    return min(timedelta(seconds=2**doublings), LOGIN_WAIT_MAX)
 
 
 def sha256(text: str) -> str:
@@ -85,31 +111,22 @@ class Auth:
         self.clock = clock
         self.sms = sms
         self.terms_version = terms_version
-
-    # -- rate limits -----------------------------------------------------------------
-
-    def _take(self, bucket: str, limit: tuple[int, timedelta]) -> None:
-        """Counts one hit in `bucket`, or raises TooManyRequests if the window
-        is full (a sliding window of stored hits)."""
-        count_max, window = limit
-        now = self.clock.now()
-        with self.store.transaction() as tx:
-            tx.execute("DELETE FROM web_rate_hits WHERE bucket = ? AND at <= ?", (bucket, stamp(now - window)))
-            hits = tx.query("SELECT at FROM web_rate_hits WHERE bucket = ? ORDER BY at", (bucket,))
-            if len(hits) >= count_max:
-                oldest = parse_stamp(hits[0][0])
-                raise TooManyRequests(math.ceil((oldest + window - now).total_seconds()))
-            tx.execute("INSERT INTO web_rate_hits (bucket, at) VALUES (?, ?)", (bucket, stamp(now)))
+        self.limits = Limits(store, clock)
 
     # -- one-time codes ------------------------------------------------------------------
 
     def send_code(self, msisdn: str, purpose: str, client: str) -> None:
         """A new 6-digit code for `purpose`, by SMS; earlier codes of the same
-        number and purpose stop working."""
+        number and purpose stop working. `client` is the caller's address key
+        (web.limits.client_key)."""
         assert purpose in PURPOSES
-        self._take(f"sms:address:{client}", SENDS_PER_ADDRESS)
-        self._take(f"sms:number:{msisdn}", SENDS_PER_NUMBER)
-        self._take(f"sms:number-day:{msisdn}", SENDS_PER_NUMBER_DAY)
+        self.limits.take(
+            Bucket(f"sms:{purpose}:{msisdn}", SENDS_PER_NUMBER),
+            Bucket(f"sms-day:{purpose}:{msisdn}", SENDS_PER_NUMBER_DAY),
+            Bucket(f"sms:address:{client}", SENDS_PER_ADDRESS),
+            Bucket(f"sms-day:address:{client}", SENDS_PER_ADDRESS_DAY),
+            client=client,
+        )
         code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
         salt = secrets.token_hex(16)
         now = self.clock.now()
@@ -151,10 +168,20 @@ class Auth:
 
     # -- passwords -------------------------------------------------------------------------
 
-    def check_password(self, msisdn: str, password: str) -> bool:
-        """True if the number has this password. Failures of any number, known
-        or not, make its next try wait (TooManyRequests)."""
-        self._wait_after_failures(msisdn)
+    def check_password(self, msisdn: str, password: str, client: str) -> bool:
+        """True if the number has this password. Refused (TooManyRequests)
+        while the number waits after its failures (known number or not), or
+        the client address or the service has used its tries.
+
+        The try is counted as a failure before the (slow) argon2 check and
+        forgiven after a success: parallel guesses for one number cannot all
+        pass the wait, since each one's failure is already counted."""
+        self.limits.take(
+            Bucket(f"password:address:{client}", PASSWORD_TRIES_PER_ADDRESS),
+            Bucket("password:all", PASSWORD_TRIES_ALL),
+            client=client,
+        )
+        self._reserve_try(msisdn)
         rows = self.store.query("SELECT password_hash FROM web_credentials WHERE msisdn = ?", (msisdn,))
         stored = rows[0][0] if rows and rows[0][0] else None
         try:
@@ -165,32 +192,38 @@ class Auth:
             self.store.execute("DELETE FROM web_login_failures WHERE msisdn = ?", (msisdn,))
             if PASSWORDS.check_needs_rehash(stored):
                 self._store_hash(msisdn, PASSWORDS.hash(password))  # stronger parameters since it was set
-            return True
-        self._count_failure(msisdn)
-        return False
+        return ok
 
-    def _wait_after_failures(self, msisdn: str) -> None:
-        rows = self.store.query("SELECT failures, last_at FROM web_login_failures WHERE msisdn = ?", (msisdn,))
-        if not rows or rows[0][0] < LOGIN_FREE_FAILURES:
-            return
-        failures, last_at = rows[0]
-        wait = min(timedelta(seconds=2 ** (failures - LOGIN_FREE_FAILURES)), LOGIN_WAIT_MAX)
-        left = parse_stamp(last_at) + wait - self.clock.now()
-        if left > timedelta(0):
-            raise TooManyRequests(math.ceil(left.total_seconds()))
-
-    def _count_failure(self, msisdn: str) -> None:
-        now = stamp(self.clock.now())
+    def _reserve_try(self, msisdn: str) -> None:
+        """Counts a failure of `msisdn` now, or raises TooManyRequests if the
+        number is still waiting after its earlier failures. One transaction
+        (the row locked on PostgreSQL), so two tries cannot both pass."""
+        now = self.clock.now()
         with self.store.transaction() as tx:
+            if self.store.db.is_postgres:
+                tx.execute("INSERT INTO web_login_failures (msisdn, failures, last_at) VALUES (?, 0, ?) "
+                           "ON CONFLICT (msisdn) DO NOTHING", (msisdn, stamp(now)))
+                rows = tx.query("SELECT failures, last_at FROM web_login_failures WHERE msisdn = ? FOR UPDATE",
+                                (msisdn,))
+            else:  # BEGIN IMMEDIATE already holds the write lock
+                rows = tx.query("SELECT failures, last_at FROM web_login_failures WHERE msisdn = ?", (msisdn,))
+            failures = rows[0][0] if rows else 0
+            if failures >= LOGIN_FREE_FAILURES:
+                left = parse_stamp(rows[0][1]) + login_wait(failures) - now
+                if left > timedelta(0):
+                    raise TooManyRequests(math.ceil(left.total_seconds()))
             tx.execute(
-                "INSERT INTO web_login_failures (msisdn, failures, last_at) VALUES (?, 1, ?) "
-                "ON CONFLICT (msisdn) DO UPDATE SET failures = web_login_failures.failures + 1, last_at = ?",
-                (msisdn, now, now),
+                "INSERT INTO web_login_failures (msisdn, failures, last_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (msisdn) DO UPDATE SET failures = ?, last_at = ?",
+                (msisdn, 1, stamp(now), min(failures + 1, _LOGIN_FAILURES_KEPT_MAX), stamp(now)),
             )
 
-    def set_password(self, msisdn: str, password: str) -> None:
-        check_password_strength(password)
+    def set_password(self, msisdn: str, password: str, keep: Session | None = None) -> None:
+        """Sets the number's password and ends its sessions, all but `keep`
+        (the session that changed it; none when a lost password is restored)."""
+        check_password_strength(password, msisdn)
         self._store_hash(msisdn, PASSWORDS.hash(password))
+        self.end_sessions(msisdn, keep)
 
     def _store_hash(self, msisdn: str, hashed: str) -> None:
         now = stamp(self.clock.now())
@@ -229,28 +262,51 @@ class Auth:
         """A new random token (returned once; only its SHA-256 is stored)."""
         token = secrets.token_urlsafe(32)
         now = self.clock.now()
-        session = Session(msisdn, kind, via, secrets.token_urlsafe(24), now + SESSION_TTL)
+        session = Session(msisdn, kind, via, secrets.token_urlsafe(24), now + SESSION_TTL, sha256(token))
         self.store.execute(
-            "INSERT INTO web_sessions (token_hash, msisdn, kind, via, csrf, created_at, expires_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (sha256(token), msisdn, kind, via, session.csrf, stamp(now), stamp(session.expires_at)),
+            "INSERT INTO web_sessions (token_hash, msisdn, kind, via, csrf, created_at, expires_at, last_seen_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (session.key, msisdn, kind, via, session.csrf, stamp(now), stamp(session.expires_at), stamp(now)),
         )
         return token, session
 
     def session(self, token: str, kind: str) -> Session | None:
+        """The live session of `token`: not past its 12 hours, not idle for
+        an hour. Its last use is written at most once a minute."""
         if not token or len(token) > 200:
             return None
+        key = sha256(token)
         rows = self.store.query(
-            "SELECT msisdn, via, csrf, expires_at FROM web_sessions WHERE token_hash = ? AND kind = ?",
-            (sha256(token), kind),
+            "SELECT msisdn, via, csrf, expires_at, COALESCE(last_seen_at, created_at) FROM web_sessions "
+            "WHERE token_hash = ? AND kind = ?",
+            (key, kind),
         )
-        if not rows or parse_stamp(rows[0][3]) <= self.clock.now():
+        if not rows:
             return None
-        msisdn, via, csrf, expires_at = rows[0]
-        return Session(msisdn, kind, via, csrf, parse_stamp(expires_at))
+        msisdn, via, csrf, expires_at, last_seen_at = rows[0]
+        now = self.clock.now()
+        last_seen = parse_stamp(last_seen_at)
+        if parse_stamp(expires_at) <= now or last_seen + SESSION_IDLE <= now:
+            self.store.execute("DELETE FROM web_sessions WHERE token_hash = ?", (key,))
+            return None
+        if now - last_seen >= _SESSION_TOUCH:
+            self.store.execute("UPDATE web_sessions SET last_seen_at = ? WHERE token_hash = ?", (stamp(now), key))
+        return Session(msisdn, kind, via, csrf, parse_stamp(expires_at), key)
 
     def close_session(self, token: str) -> None:
         self.store.execute("DELETE FROM web_sessions WHERE token_hash = ?", (sha256(token),))
+
+    def end_sessions(self, msisdn: str, keep: Session | None = None) -> int:
+        """Signs the number out everywhere (API tokens and pages), except the
+        session `keep`; returns how many sessions ended."""
+        return self.store.execute(
+            "DELETE FROM web_sessions WHERE msisdn = ? AND token_hash <> ?", (msisdn, keep.key if keep else "")
+        )
+
+    def take_transfer_offer(self, msisdn: str) -> None:
+        """Counts a transfer offer of the member (TooManyRequests beyond 20 an
+        hour): offers name other numbers, and each answer says something."""
+        self.limits.take(Bucket(f"transfer:{msisdn}", TRANSFER_OFFERS_PER_MEMBER))
 
     # -- shops -----------------------------------------------------------------------------------
 
@@ -286,8 +342,19 @@ class Auth:
         return rows[0][0] if rows else None
 
 
-def check_password_strength(password: str) -> None:
+def check_password_strength(password: str, msisdn: str = "") -> None:
+    """ASVS 5.0 V6.2: 8 to 128 characters of any kind, no composition rules;
+    not one of the common passwords of leaks, nor built on the number."""
     if not PASSWORD_LENGTH_MIN <= len(password) <= PASSWORD_LENGTH_MAX:
         raise WeakPassword(f"a password has {PASSWORD_LENGTH_MIN} to {PASSWORD_LENGTH_MAX} characters")
-    if password.isdigit() or password.isalpha():
-        raise WeakPassword("a password mixes letters with digits or signs")
+    if password.casefold() in common_passwords():
+        raise WeakPassword("this password is one of the most common ones; choose another")
+    if msisdn and msisdn[1:] in password:
+        raise WeakPassword("a password does not contain the phone number")
+
+
+@lru_cache(maxsize=1)
+def common_passwords() -> frozenset[str]:
+    """web/data/common_passwords.txt, read once."""
+    text = (resources.files("web.data") / "common_passwords.txt").read_text(encoding="utf-8")
+    return frozenset(line.strip().casefold() for line in text.splitlines() if line.strip() and not line.startswith("#"))

@@ -20,10 +20,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 
 from engine.calendar import MOSCOW
+from schemas.msisdn import ascii_digits, is_msisdn
 from web.api import ApiError, error_response
-from web.app import context_of, is_msisdn
+from web.app import context_of
 from web.auth import SESSION_TTL, Session
 from web.catalog import CATEGORIES
+from web.guards import BodyTooLarge, too_large
 
 SESSION_COOKIE, CSRF_COOKIE = "accrual_session", "accrual_csrf"
 HISTORY_KINDS = {
@@ -42,7 +44,9 @@ MESSAGES = {  # ?msg= keys; the page never echoes text from the address bar
     "slow_down": "Слишком много попыток. Попробуйте позже.",
     "sms_down": "Не удалось отправить SMS. Попробуйте позже.",
     "password_set": "Пароль сохранён.",
-    "weak_password": "Пароль: от 8 символов, буквы вместе с цифрами или знаками.",
+    "password_set_others_out": "Пароль сохранён. На других устройствах нужно войти заново.",
+    "signed_out_everywhere": "Вы вышли на всех устройствах.",
+    "weak_password": "Пароль: от 8 до 128 символов, не из числа распространённых и без номера телефона.",
     "enrolled": "Вы зарегистрированы в программе МТС Бонус.",
     "ordered": "Заказ оформлен.",
     "confirm": "Подтвердите операцию кодом из SMS.",
@@ -53,6 +57,7 @@ MESSAGES = {  # ?msg= keys; the page never echoes text from the address bar
     "recipient_not_enrolled": "Получатель не участвует в программе.",
     "self_transfer": "Нельзя перевести баллы самому себе.",
     "invalid_points": "Укажите число баллов больше нуля.",
+    "too_many_transfers": "Слишком много переводов за час. Попробуйте позже.",
     "transfer_expired": "Срок принятия перевода истёк.",
     "transfer_settled": "Перевод уже завершён.",
     "refused": "Операция отклонена.",
@@ -114,12 +119,23 @@ class Redirect(Exception):
 
 
 def normalize_phone(text: str) -> str | None:
-    digits = "".join(ch for ch in text if ch.isdigit())
+    """A number typed in any usual way (+7, 8, spaces, brackets, dashes) as
+    an msisdn, or None. Only ASCII digits count (schemas.msisdn)."""
+    digits = ascii_digits(text[:40])
     if len(digits) == 10:
         digits = "7" + digits
     if len(digits) == 11 and digits[0] == "8":
         digits = "7" + digits[1:]
     return digits if is_msisdn(digits) else None
+
+
+def parse_points(text: str) -> int | None:
+    """Points typed into a form: 1 to 10,000,000 in ASCII digits, or None."""
+    text = text.strip()
+    if not (0 < len(text) <= 8 and text.isascii() and text.isdigit()):
+        return None
+    points = int(text)
+    return points if 0 < points <= 10_000_000 else None
 
 
 def session_of(request: Request) -> Session | None:
@@ -183,6 +199,10 @@ def install_error_pages(app: FastAPI) -> None:
             return error_response(error)
         return render(request, "error.html", status=error.status, detail=error.detail)
 
+    @app.exception_handler(BodyTooLarge)
+    def _too_large(request: Request, error: BodyTooLarge) -> Response:
+        return too_large(request.scope, error.limit)
+
     @app.exception_handler(Redirect)
     def _redirect(request: Request, redirect: Redirect) -> Response:
         return go(redirect.url)
@@ -190,13 +210,16 @@ def install_error_pages(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     def _invalid(request: Request, error: RequestValidationError) -> Response:
         if request.url.path.startswith("/api/"):
-            return JSONResponse({"detail": _plain(error.errors())}, status_code=422)
+            return JSONResponse({"error": "invalid_request", "detail": _plain(error.errors())}, status_code=422)
         return render(request, "error.html", status=400, detail="Проверьте заполнение формы.")
 
 
-def _plain(errors: Any) -> list[dict[str, Any]]:
-    return [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-            for e in errors]
+def _plain(errors: Any) -> str:
+    """What was wrong, field by field, without echoing the input:
+    'body.points: Input should be a valid integer; …' (at most 10 fields)."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in e.get('loc', ()))}: {e.get('msg', '')}" for e in list(errors)[:10]
+    )
 
 
 def confirmed(request: Request, session: Session, code: str) -> bool:

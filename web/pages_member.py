@@ -10,9 +10,10 @@ from fastapi.responses import Response
 
 from engine.errors import RuleRefusal
 from web.app import context_of
+from web.auth import TooManyRequests
 from web.catalog import CATEGORIES
 from web.pages import (
-    HISTORY_KINDS, MESSAGES, check_csrf, confirmed, go, normalize_phone, render, session_of, signed_in,
+    HISTORY_KINDS, MESSAGES, check_csrf, confirmed, go, normalize_phone, parse_points, render, session_of, signed_in,
 )
 from web.service import NotFound, UnknownReward
 
@@ -108,12 +109,17 @@ def transfer(request: Request, recipient: str = Form(""), points: str = Form("")
     to = normalize_phone(recipient)
     if to is None:
         return go("/transfers", "bad_phone")
-    if not points.strip().isdigit() or not 0 < int(points) <= 10_000_000:
+    amount = parse_points(points)
+    if amount is None:
         return go("/transfers", "invalid_points")
     if not confirmed(request, session, code):
         return go("/transfers", "confirm")
     try:
-        context_of(request).cabinet.offer_transfer(session.msisdn, to, int(points), key[:100] or secrets.token_urlsafe(12))
+        context_of(request).auth.take_transfer_offer(session.msisdn)
+    except TooManyRequests:
+        return go("/transfers", "too_many_transfers")
+    try:
+        context_of(request).cabinet.offer_transfer(session.msisdn, to, amount, key[:100] or secrets.token_urlsafe(12))
     except RuleRefusal as refusal:
         return go("/transfers", refusal.reason if refusal.reason in MESSAGES else "refused")
     return go("/transfers", "transfer_sent")

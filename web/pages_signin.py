@@ -6,7 +6,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
 from web.app import client_address, context_of, network_msisdn
-from web.auth import TooManyRequests, WeakPassword, check_password_strength
+from web.auth import Session, TooManyRequests, WeakPassword, check_password_strength
 from web.pages import (
     MESSAGES, SESSION_COOKIE, check_csrf, go, normalize_phone, render, session_of, sign_in, signed_in,
 )
@@ -44,7 +44,7 @@ def login(request: Request, phone: str = Form(""), password: str = Form(""), csr
     if accept != "yes":
         return go("/login", "terms")
     try:
-        ok = context_of(request).auth.check_password(msisdn, password[:128])
+        ok = context_of(request).auth.check_password(msisdn, password[:128], client_address(request))
     except TooManyRequests:
         return go("/login", "slow_down")
     return sign_in(request, msisdn, "password") if ok else go("/login", "bad_login")
@@ -138,16 +138,17 @@ def restore_send(request: Request, phone: str = Form(""), csrf: str = Form("")) 
     return _send_code_page(request, phone, csrf, "password", "/password/restore", "restore.html")
 
 
-def _new_password(request: Request, msisdn: str, code: str, password: str) -> str:
-    """Sets the password if the code is right; returns the message key."""
+def _new_password(request: Request, msisdn: str, code: str, password: str, keep: Session | None = None) -> str:
+    """Sets the password if the code is right and ends the number's other
+    sessions (all but `keep`); returns the message key."""
     try:
-        check_password_strength(password)
+        check_password_strength(password, msisdn)
     except WeakPassword:
         return "weak_password"
     auth = context_of(request).auth
     if not auth.check_code(msisdn, "password", code.strip()[:6]):
         return "bad_code"
-    auth.set_password(msisdn, password)
+    auth.set_password(msisdn, password, keep)
     return "password_set"
 
 
@@ -185,8 +186,21 @@ def settings_password(request: Request, code: str = Form(""), password: str = Fo
                       csrf: str = Form("")) -> Response:
     check_csrf(request, csrf)
     session = signed_in(request)
-    outcome = _new_password(request, session.msisdn, code, password)
-    return go("/settings" if outcome == "password_set" else "/settings?sent=1", outcome)
+    outcome = _new_password(request, session.msisdn, code, password, keep=session)
+    if outcome == "password_set":
+        return go("/settings", "password_set_others_out")
+    return go("/settings?sent=1", outcome)
+
+
+@router.post("/settings/logout-all")
+def logout_everywhere(request: Request, csrf: str = Form("")) -> Response:
+    """Signs out on every device, this one included."""
+    check_csrf(request, csrf)
+    session = signed_in(request)
+    context_of(request).auth.end_sessions(session.msisdn)
+    response = go("/login", "signed_out_everywhere")
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
 
 
 @router.post("/confirm/code")

@@ -43,7 +43,9 @@ DDL = (
         via TEXT NOT NULL,
         csrf TEXT NOT NULL,
         created_at TEXT NOT NULL,
-        expires_at TEXT NOT NULL)""",
+        expires_at TEXT NOT NULL,
+        last_seen_at TEXT)""",
+    "CREATE INDEX IF NOT EXISTS web_sessions_by_msisdn ON web_sessions (msisdn)",
     """CREATE TABLE IF NOT EXISTS web_stores (
         store_id TEXT PRIMARY KEY,
         key_hash TEXT NOT NULL UNIQUE,
@@ -68,6 +70,11 @@ DDL = (
         text TEXT NOT NULL,
         created_at TEXT NOT NULL)""",
 )
+
+
+# Columns added since the tables were first created: a store of an earlier
+# release gets them on start-up (its sessions keep working; NULL is "not yet").
+ADDED_COLUMNS = (("web_sessions", "last_seen_at", "TEXT"),)
 
 
 def stamp(moment: datetime) -> str:
@@ -110,6 +117,11 @@ class WebStore:
         with self.transaction() as tx:
             for statement in DDL:
                 tx.execute(statement)
+            for table, column, kind in ADDED_COLUMNS:
+                if self.db.is_postgres:
+                    tx.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+                elif column not in {row[1] for row in tx.query(f"PRAGMA table_info({table})")}:
+                    tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def query(self, statement: str, params: tuple = ()) -> list[tuple]:
         with self._lock:

@@ -215,5 +215,5 @@ def test_a_known_and_an_unknown_number_cost_one_argon2_check_each(client, monkey
 
     monkeypatch.setattr(web.auth, "PASSWORDS", Counting())
     for msisdn in (ALICE, BOB, "79169999999"):
-        assert auth.check_password(msisdn, "wrong-pass1") is False
+        assert auth.check_password(msisdn, "wrong-pass1", "192.0.2.1") is False
     assert len(calls) == 3 and all(h.startswith("$argon2id$v=19$m=19456,t=2,p=1$") for h in calls)

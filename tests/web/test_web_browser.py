@@ -92,6 +92,10 @@ def test_a_member_signs_in_with_the_sms_code_and_orders_a_gift(served):
             page.fill("input[name=code]", code)
             page.click("button:has-text('Войти')")
             expect(page.locator("#balance")).to_have_text("700")
+            # `accrual serve` on a loopback address still sets Secure cookies
+            # (the address says nothing of TLS); browsers keep them on localhost.
+            session = [c for c in page.context.cookies() if c["name"] == "accrual_session"]
+            assert session and session[0]["secure"] and session[0]["httpOnly"]
 
             page.click("nav >> text=История")
             expect(page.locator("#history")).to_contain_text("Баллы Плюс")

@@ -221,7 +221,9 @@ def test_a_network_session_confirms_spending_with_a_code(gateway_client, program
     assert refused.status_code == 403 and refused.json()["error"] == "confirmation_required"
     gateway_client.post("/api/v1/auth/otp/request", json={"msisdn": ALICE, "purpose": "login"})
     assert order(gateway_client, headers, code=last_code(gateway_client.app, ALICE)).status_code == 403  # another purpose
-    gateway_client.post("/api/v1/auth/otp/request", json={"msisdn": ALICE, "purpose": "confirm"})
+    anonymous = gateway_client.post("/api/v1/auth/otp/request", json={"msisdn": ALICE, "purpose": "confirm"})
+    assert anonymous.status_code == 401  # only the signed-in member asks for confirmations
+    gateway_client.post("/api/v1/auth/otp/request", json={"msisdn": ALICE, "purpose": "confirm"}, headers=headers)
     assert order(gateway_client, headers, code=last_code(gateway_client.app, ALICE)).status_code == 201
     assert balance(gateway_client, headers) == 400
 
