@@ -65,7 +65,7 @@ def parse_database_url(url: str) -> DatabaseUrl:
 
 @dataclass(frozen=True)
 class WebSettings:
-    """The personal account (`accrual serve`); README "Personal account"."""
+    """The personal account (`accrual serve`); docs/personal-account.md, docs/security.md."""
 
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()  # empty: X-MSISDN is off
     sms_gateway_url: str = ""  # empty: SMS go to the database outbox

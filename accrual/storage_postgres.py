@@ -49,8 +49,8 @@ class PostgresInboxRecorder(PostgresApplicationRecorder):
         inbox key gets an IntegrityError at once: COPY runs outside
         psycopg's pipeline mode, so the failing statement is the last one sent.
 
-        Timed from the lock to the commit (see README, "Growing from one
-        machine to many")."""
+        Timed from the lock to the commit (see docs/operations.md, "Growing
+        from one machine to many")."""
         inbox = kwargs.get("inbox") or ()
         if not stored_events and not inbox:
             return None
