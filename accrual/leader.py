@@ -10,8 +10,10 @@ lock ends, so no orphan can publish beside a new leader.
 - The publisher follows the event log chunk by chunk: read and map (in a
   thread), send to Kafka, commit the position after Kafka acknowledged.
 - The daily tick runs `ACCRUAL_TICK_AFTER` minutes after 00:00 Moscow time,
-  once the group has caught up (it waits up to 10 minutes for zero lag, so
-  the day is closed on what arrived before midnight); days missed while no
+  once the group has caught up, so that the day is closed on what arrived
+  before midnight: it waits while the lag falls and while the lag cannot
+  be measured, and gives up waiting only on a measured lag that has not
+  fallen for 10 minutes (accrual/tick_gate.py); days missed while no
   worker ran are closed in order.
 
 Its metrics go to the worker's endpoint through a queue (`MetricUpdates`).
@@ -31,12 +33,12 @@ from accrual.kafka import Names
 from accrual.leadership import Leadership
 from accrual.processes import orphaned
 from accrual.settings import Settings, WorkerSettings
+from accrual.tick_gate import LAG_STALLED, LAG_UNKNOWN, TickGate
 from engine.calendar import MOSCOW
 
 logger = logging.getLogger("accrual.leader")
 
 MAX_CATCH_UP_DAYS = 62
-TICK_WAIT_FOR_LAG_SECONDS = 600.0
 LOCK_CHECK_SECONDS = 5.0
 
 
@@ -56,6 +58,9 @@ class MetricUpdates:
     def tick(self) -> None:
         self.queue.put(("tick",))
 
+    def tick_held(self, reason: str, waited_s: float) -> None:
+        self.queue.put(("tick_held", reason, waited_s))
+
 
 def apply_metric_update(update: tuple) -> None:
     """In the worker's process: one update from its leader."""
@@ -69,6 +74,10 @@ def apply_metric_update(update: tuple) -> None:
         metrics.PUBLISH_POSITION.set(update[3])
     elif kind == "tick":
         metrics.TICKS.inc()
+        metrics.TICK_WAITED.set(0)
+    elif kind == "tick_held":
+        metrics.TICK_HELD.labels(update[1]).inc()
+        metrics.TICK_WAITED.set(update[2])
 
 
 def run_leader(stop: Any, parent: int, settings: Settings, ws: WorkerSettings, names: Names, queue: Any,
@@ -97,7 +106,8 @@ class Leader:
         self.leadership = Leadership(settings.database, f"accrual:{names.group}:leader")
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="leader")
         self.position_seen = -1
-        self.tick_waiting_since: float | None = None
+        self.tick_gate = TickGate()
+        self.tick_held_reason: str | None = None  # the last reason logged, so that a long wait logs its changes only
 
     def stopping(self) -> bool:
         return self.stop.is_set() or orphaned(self.parent)
@@ -140,7 +150,7 @@ class Leader:
                     continue
                 if self.ws.auto_tick and time.monotonic() >= next_tick_check:
                     await self._tick_if_due()
-                    next_tick_check = time.monotonic() + (5 if self.tick_waiting_since else 30)
+                    next_tick_check = time.monotonic() + (5 if self.tick_gate.waiting else 30)
                 if not sent:
                     await self.pause(0.02)
         finally:
@@ -217,28 +227,34 @@ class Leader:
             day += timedelta(days=1)
 
     async def _caught_up(self) -> bool:
-        """The tick closes the day on what has arrived: while the group still
-        lags (a backlog after downtime, a burst at midnight), it waits, for
-        at most `TICK_WAIT_FOR_LAG_SECONDS` after it first became due."""
+        """The tick closes the day on what has arrived: it waits while the
+        group lags, and while the lag cannot be measured (accrual.tick_gate)."""
         from accrual.status import kafka_lag
 
+        error = ""
         try:
-            lag = sum(row["lag"] for row in await kafka_lag(self.ws.bootstrap, self.names))
-        except Exception as error:  # no lag figure: do not hold the close back for it
-            logger.warning("lag unknown before the tick", extra={"fields": {"error": str(error)}})
+            lag: int | None = sum(row["lag"] for row in await kafka_lag(self.ws.bootstrap, self.names))
+        except Exception as failure:  # an unknown lag is not zero: the tick waits
+            lag, error = None, f"{type(failure).__name__}: {failure}"
+        verdict = self.tick_gate.decide(lag, time.monotonic())
+        fields = {"lag": verdict.lag, "reason": verdict.reason, "waited_s": round(verdict.waited_s, 1)}
+        if error:
+            fields["error"] = error
+        if verdict.go:
+            self.tick_held_reason = None
+            if verdict.reason == LAG_STALLED:
+                logger.warning("daily tick runs with the group still lagging: its lag has not fallen for "
+                               "10 minutes", extra={"fields": fields})
+            elif verdict.waited_s:
+                logger.info("daily tick: the group has caught up", extra={"fields": fields})
             return True
-        now = time.monotonic()
-        if lag == 0:
-            self.tick_waiting_since = None
-            return True
-        if self.tick_waiting_since is None:
-            self.tick_waiting_since = now
-            logger.info("daily tick due: waiting for the group to catch up", extra={"fields": {"lag": lag}})
-        if now - self.tick_waiting_since < TICK_WAIT_FOR_LAG_SECONDS:
-            return False
-        logger.warning("daily tick runs with the group still lagging", extra={"fields": {"lag": lag}})
-        self.tick_waiting_since = None
-        return True
+        self.updates.tick_held(verdict.reason, verdict.waited_s)
+        if verdict.reason != self.tick_held_reason:
+            self.tick_held_reason = verdict.reason
+            message = ("daily tick due: waiting, the lag cannot be measured" if verdict.reason == LAG_UNKNOWN
+                       else "daily tick due: waiting for the group to catch up")
+            logger.warning(message, extra={"fields": fields})
+        return False
 
     def _record_tick(self, day: date) -> None:
         with self.publisher.db.transaction() as tx:

@@ -38,6 +38,11 @@ PUBLISH_POSITION = Gauge("accrual_publisher_position", "Event-log position the p
                          registry=REGISTRY)
 LEADER = Gauge("accrual_leader", "1 when this worker runs the publisher and the daily tick", registry=REGISTRY)
 TICKS = Counter("accrual_ticks_total", "Daily ticks run by this worker", registry=REGISTRY)
+TICK_HELD = Counter("accrual_tick_held_total",
+                    "Checks that held a due daily tick back, by reason (lagging, lag_unknown)", ["reason"],
+                    registry=REGISTRY)
+TICK_WAITED = Gauge("accrual_tick_waited_seconds",
+                    "How long the due daily tick has been held back (0 when it is not waiting)", registry=REGISTRY)
 
 
 def serve(port: int, host: str) -> None:
