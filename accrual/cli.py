@@ -324,7 +324,9 @@ def worker(
     from aiokafka.errors import KafkaError
 
     from accrual import metrics
+    from accrual.health import Health
     from accrual.logs import configure_logging
+    from accrual.outage import ride_out
     from accrual.worker import Worker
 
     ws, names = _streams_and_kafka()
@@ -334,14 +336,18 @@ def worker(
     except SettingsError as error:
         err.print(f"[red]configuration error:[/red] {error}")
         raise typer.Exit(2) from error
+    health = Health()
     if ws.metrics_port is not None:
         try:
-            metrics.serve(ws.metrics_port, ws.metrics_host)
+            metrics.serve(ws.metrics_port, ws.metrics_host, health)
         except OSError as error:
             err.print(f"[red]metrics endpoint[/red] {ws.metrics_host}:{ws.metrics_port}: {error}")
             raise typer.Exit(2) from error
     try:
-        asyncio.run(Worker(settings, ws, names, log_level.upper()).run())
+        worker = ride_out("the worker", settings.store_outage_limit_s,
+                          lambda: Worker(settings, ws, names, log_level.upper(), health))
+        assert worker is not None  # nothing asks it to stop before it runs
+        asyncio.run(worker.run())
     except KafkaError as error:
         _kafka_failure(error, ws.bootstrap)
 
@@ -504,9 +510,11 @@ def main() -> None:
 
     from eventsourcing.persistence import PersistenceError
 
+    from accrual.outage import StoreOutage
+
     try:
         app()
-    except (PersistenceError, sqlite3.Error, OSError) as error:
+    except (PersistenceError, sqlite3.Error, OSError, StoreOutage) as error:
         _storage_failure(error)
     except Exception as error:
         if type(error).__module__.startswith("psycopg"):

@@ -34,25 +34,17 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from accrual import metrics
+from accrual.health import Health
 from accrual.intake import inbound_from_record
 from accrual.kafka import Names
+from accrual.outage import Outage, is_store_error
 from accrual.runtime import Runtime
 from accrual.settings import WorkerSettings
 from engine.messages import Report
 
 logger = logging.getLogger("accrual.worker")
 
-STORE_ATTEMPTS = 6
 COUNTS_EVERY_SECONDS = 1.0
-
-
-def is_store_error(error: BaseException) -> bool:
-    import sqlite3
-
-    from eventsourcing.persistence import PersistenceError
-
-    return isinstance(error, (PersistenceError, sqlite3.OperationalError)) or type(error).__module__.startswith(
-        "psycopg")
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -60,6 +52,7 @@ class _Rebalance(ConsumerRebalanceListener):
         self.consumer = consumer
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.consumer.health.partitions = 0  # until the assignment that follows
         if revoked:
             logger.info("partitions revoked", extra={"fields": {"partitions": _names(revoked)}})
 
@@ -67,6 +60,7 @@ class _Rebalance(ConsumerRebalanceListener):
         # Accounts of partitions another worker held meanwhile may be stale
         # in the cache: start from the store.
         self.consumer.forget_cache = True
+        self.consumer.health.partitions = len(assigned)
         logger.info("partitions assigned", extra={"fields": {"partitions": _names(assigned)}})
 
 
@@ -79,8 +73,10 @@ def _names(tps: Any) -> dict[str, list[int]]:
 
 
 class Consumer:
-    def __init__(self, runtime: Runtime, ws: WorkerSettings, names: Names, stopping: asyncio.Event):
+    def __init__(self, runtime: Runtime, ws: WorkerSettings, names: Names, stopping: asyncio.Event,
+                 health: Health | None = None):
         self.runtime = runtime
+        self.health = health or Health()
         self.ws = ws
         self.names = names
         self.stopping = stopping
@@ -91,6 +87,8 @@ class Consumer:
         self.uncounted: Counter = Counter()  # deliveries by outcome not yet in worker_counts
         self.counted_at = time.monotonic()
         self._contract_topic = {names.topic(t.topic): t.topic for t in names.streams.inbound}
+        self.outage = Outage("the consumer", runtime.settings.store_outage_limit_s)
+        metrics.STORE_AVAILABLE.set(1)  # the runtime has just opened the store
 
     def kafka_consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
@@ -118,7 +116,12 @@ class Consumer:
             if records:
                 await self._apply(consumer, records)
             elif self.uncounted and time.monotonic() - self.counted_at >= COUNTS_EVERY_SECONDS:
-                await loop.run_in_executor(self.apply_thread, self.write_counts)
+                try:
+                    await loop.run_in_executor(self.apply_thread, self.write_counts)
+                except Exception as error:
+                    if not is_store_error(error):
+                        raise
+                    # kept for the next second: counts wait for the store like batches do
 
     def close(self) -> None:
         self.apply_thread.submit(self.write_counts).result()
@@ -149,28 +152,41 @@ class Consumer:
         self._observe(report, len(inbound), time.perf_counter() - started, consumer, records)
 
     async def _process_with_retries(self, inbound: list) -> Report | None:
-        """A store error (the database restarting, a network blip) is retried
-        with backoff on the same batch; nothing of a failed attempt was saved.
-        After the last attempt the error ends the worker (exit 3), and its
-        supervisor restarts it: the batch is redelivered."""
+        """A store error (the database restarting, a terminated session, a
+        network blip) is retried on the same batch, with backoff, for as long
+        as the outage limit allows; nothing of a failed attempt was saved, and
+        no offset is committed meanwhile. The consumer stays in its group
+        (heartbeats go on; a wait beyond the poll interval rejoins it, and a
+        partition that moved is redelivered to its new owner as duplicates).
+        Past the limit, StoreOutage ends the worker (exit 3)."""
         loop = asyncio.get_running_loop()
-        for attempt in range(1, STORE_ATTEMPTS + 1):
+        while True:
             try:
-                return await loop.run_in_executor(self.apply_thread, self._process, inbound)
+                report = await loop.run_in_executor(self.apply_thread, self._process, inbound)
             except Exception as error:
-                if attempt == STORE_ATTEMPTS or not is_store_error(error):
+                if not is_store_error(error):
                     raise
-                delay = min(0.5 * 2 ** attempt, 15)
+                delay = self.outage.failed(error, time.monotonic())  # raises StoreOutage past the limit
+                metrics.STORE_AVAILABLE.set(0)
+                self.health.store_ok = False
                 logger.warning("store error; the batch will be applied again", extra={"fields": {
-                    "error": f"{type(error).__name__}: {error}", "attempt": attempt, "retry_in_s": delay}})
-                self.runtime.app.forget()
+                    "error": f"{type(error).__name__}: {error}", "attempt": self.outage.attempts,
+                    "retry_in_s": round(delay, 2)}})
+                self.runtime.app.forget()  # accounts read before the outage may be stale
                 try:
                     await asyncio.wait_for(self.stopping.wait(), timeout=delay)
                 except asyncio.TimeoutError:
                     pass
                 if self.stopping.is_set():
                     return None
-        return None
+                continue
+            if self.outage.ongoing:
+                lasted = self.outage.recovered(time.monotonic())
+                metrics.STORE_AVAILABLE.set(1)
+                self.health.store_ok = True
+                logger.info("the store answers again; consuming goes on", extra={"fields": {
+                    "outage_s": round(lasted, 1)}})
+            return report
 
     def _process(self, inbound: list) -> Report:
         if self.forget_cache:
@@ -189,12 +205,16 @@ class Consumer:
         self.counted_at = time.monotonic()
         if not counts:
             return
-        with self.runtime.db.transaction() as tx:
-            tx.executemany(
-                "INSERT INTO worker_counts (outcome, messages) VALUES (?, ?) ON CONFLICT (outcome) "
-                "DO UPDATE SET messages = worker_counts.messages + excluded.messages",
-                sorted(counts.items()),
-            )
+        try:
+            with self.runtime.db.transaction() as tx:
+                tx.executemany(
+                    "INSERT INTO worker_counts (outcome, messages) VALUES (?, ?) ON CONFLICT (outcome) "
+                    "DO UPDATE SET messages = worker_counts.messages + excluded.messages",
+                    sorted(counts.items()),
+                )
+        except BaseException:
+            self.uncounted.update(counts)  # not written: added to the next try's
+            raise
 
     def _observe(self, report: Report, size: int, seconds: float, consumer: AIOKafkaConsumer, records: dict) -> None:
         metrics.BATCH_SIZE.observe(size)

@@ -18,6 +18,7 @@ import logging
 import time
 from typing import Any
 
+from accrual.outage import Outage, is_store_error, ride_out
 from accrual.processes import orphaned, spawn
 from accrual.settings import Settings
 
@@ -30,15 +31,38 @@ FINISH_TIMEOUT_SECONDS = 3600.0
 def _follow(stop: Any, parent: int, settings: Settings) -> None:
     from accrual.runtime import Runtime
 
-    with Runtime(settings) as runtime:
-        projector, recorder = runtime.projector, runtime.app.recorder
+    runtime = ride_out("the read models", settings.store_outage_limit_s, lambda: Runtime(settings),
+                       stopping=lambda: stop.is_set() or orphaned(parent))
+    if runtime is None:
+        return
+    with runtime:
+        outage = Outage("the read models", settings.store_outage_limit_s)
         while not orphaned(parent):
-            applied = projector.catch_up()
-            if applied:
+            try:
+                done = _follow_once(runtime, stop)
+            except Exception as error:
+                if not is_store_error(error):
+                    raise
+                delay = outage.failed(error, time.monotonic())  # StoreOutage past the limit ends the child
+                logger.warning("read models: store error; trying again in %.1f s (%s: %s)",
+                               delay, type(error).__name__, error)
+                time.sleep(delay)
                 continue
-            if stop.is_set() and projector.position() >= (recorder.max_notification_id() or 0):
+            if outage.ongoing:
+                logger.info("read models: the store answers again after %.1f s", outage.recovered(time.monotonic()))
+            if done:
                 return
-            time.sleep(IDLE_SECONDS)
+
+
+def _follow_once(runtime: Any, stop: Any) -> bool:
+    """One look at the log: applies what is new; True when asked to stop and
+    the read models have reached its end."""
+    if runtime.projector.catch_up():
+        return False
+    if stop.is_set() and runtime.projector.position() >= (runtime.app.recorder.max_notification_id() or 0):
+        return True
+    time.sleep(IDLE_SECONDS)
+    return False
 
 
 class Follower:

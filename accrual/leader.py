@@ -31,6 +31,7 @@ from aiokafka.errors import KafkaError
 
 from accrual.kafka import Names
 from accrual.leadership import Leadership
+from accrual.outage import Outage, is_store_error, ride_out
 from accrual.processes import orphaned
 from accrual.settings import Settings, WorkerSettings
 from accrual.tick_gate import LAG_STALLED, LAG_UNKNOWN, TickGate
@@ -86,7 +87,11 @@ def run_leader(stop: Any, parent: int, settings: Settings, ws: WorkerSettings, n
     from accrual.logs import configure_logging
 
     configure_logging(log_level)
-    asyncio.run(Leader(settings, ws, names, MetricUpdates(queue), stop, parent).run())
+    leader = ride_out("the leader", settings.store_outage_limit_s,
+                      lambda: Leader(settings, ws, names, MetricUpdates(queue), stop, parent),
+                      stopping=lambda: stop.is_set() or orphaned(parent))
+    if leader is not None:
+        asyncio.run(leader.run())
 
 
 class Leader:
@@ -108,6 +113,8 @@ class Leader:
         self.position_seen = -1
         self.tick_gate = TickGate()
         self.tick_held_reason: str | None = None  # the last reason logged, so that a long wait logs its changes only
+        self.outage = Outage("the leader", settings.store_outage_limit_s)
+        self.producer: Any = None
 
     def stopping(self) -> bool:
         return self.stop.is_set() or orphaned(self.parent)
@@ -121,44 +128,78 @@ class Leader:
         return await asyncio.get_running_loop().run_in_executor(self.thread, function, *args)
 
     async def run(self) -> None:
-        producer = None
-        next_tick_check = next_lock_check = 0.0
+        """Until asked to stop: hold the leadership and do its jobs. A store
+        error (a restart, a terminated session) ends this term of leadership
+        (the lock lived on a session that may be gone), and the leader stands
+        for election again after a backoff, for as long as the outage limit
+        allows (accrual/outage.py); past it, StoreOutage ends the process."""
         try:
             while not self.stopping():
-                if not self.leadership.held:
-                    acquired = await self.in_thread(self.leadership.try_acquire)
-                    self.updates.leader(acquired)
-                    if not acquired:
-                        await self.pause(2.0)
-                        continue
-                    logger.info("leadership taken: publishing the outbound topics and running the daily tick")
-                if producer is None:
-                    producer = await self._start_producer()
-                    if producer is None:
-                        continue
-                if time.monotonic() >= next_lock_check:
-                    next_lock_check = time.monotonic() + LOCK_CHECK_SECONDS
-                    if not await self.in_thread(self.leadership.still_held):
-                        logger.warning("leadership lost (the lock's database session ended); standing down")
-                        producer = await _stopped(producer)
-                        self.updates.leader(False)
-                        continue
                 try:
-                    sent = await self._publish_once(producer)
-                except KafkaError as error:
-                    producer = await self._publisher_failed(producer, error)
-                    continue
-                if self.ws.auto_tick and time.monotonic() >= next_tick_check:
-                    await self._tick_if_due()
-                    next_tick_check = time.monotonic() + (5 if self.tick_gate.waiting else 30)
-                if not sent:
-                    await self.pause(0.02)
+                    await self._lead()
+                except Exception as error:
+                    if not is_store_error(error):
+                        raise
+                    delay = self.outage.failed(error, time.monotonic())
+                    logger.warning("store error; standing down and trying again", extra={"fields": {
+                        "error": f"{type(error).__name__}: {error}", "retry_in_s": round(delay, 2)}})
+                    await self._stand_down()
+                    await self.pause(delay)
         finally:
-            await _stopped(producer)
-            self.updates.leader(False)
-            self.leadership.release()
+            await self._stand_down()
             await self.in_thread(self.runtime.close)
-            self.thread.shutdown()
+
+    async def _lead(self) -> None:
+        next_tick_check = next_lock_check = 0.0
+        while not self.stopping():
+            if not self.leadership.held:
+                acquired = await self.in_thread(self.leadership.try_acquire)
+                self._store_answered()
+                self.updates.leader(acquired)
+                if not acquired:
+                    await self.pause(2.0)
+                    continue
+                logger.info("leadership taken: publishing the outbound topics and running the daily tick")
+            if self.producer is None:
+                self.producer = await self._start_producer()
+                if self.producer is None:
+                    continue
+            if time.monotonic() >= next_lock_check:
+                next_lock_check = time.monotonic() + LOCK_CHECK_SECONDS
+                if not await self._still_leading():
+                    continue
+            try:
+                sent = await self._publish_once(self.producer)
+            except KafkaError as error:
+                self.producer = await self._publisher_failed(self.producer, error)
+                continue
+            except LeadershipLost:
+                continue
+            self._store_answered()
+            if self.ws.auto_tick and time.monotonic() >= next_tick_check:
+                await self._tick_if_due()
+                next_tick_check = time.monotonic() + (5 if self.tick_gate.waiting else 30)
+            if not sent:
+                await self.pause(0.02)
+
+    async def _still_leading(self) -> bool:
+        """Checks the lock's session; when it is gone, stands down at once
+        (another worker may hold the lock now) and returns False."""
+        if await self.in_thread(self.leadership.still_held):
+            return True
+        logger.warning("leadership lost (the lock's database session ended); standing down")
+        await self._stand_down()
+        return False
+
+    async def _stand_down(self) -> None:
+        self.producer = await _stopped(self.producer)
+        self.leadership.release()
+        self.updates.leader(False)
+
+    def _store_answered(self) -> None:
+        if self.outage.ongoing:
+            logger.info("the store answers again", extra={"fields": {
+                "outage_s": round(self.outage.recovered(time.monotonic()), 1)}})
 
     # -- the publisher -------------------------------------------------------------
 
@@ -186,6 +227,8 @@ class Leader:
         records, commit, position = await self.in_thread(self.publisher.read_chunk)
         if not records and position == self.position_seen:
             return 0
+        if records and not await self._still_leading():  # no send from a leader whose lock may be another's
+            raise LeadershipLost()
         sent = await self.publisher.send(producer, records)
         await self.in_thread(commit)
         self.position_seen = position
@@ -216,6 +259,8 @@ class Leader:
         if day > today or not await self._caught_up():
             return
         while day <= today and not self.stopping():
+            if not await self._still_leading():  # each day's close is written by the lock's holder only
+                return
             started = time.perf_counter()
             report = await self.in_thread(self.runtime.tick, day)
             await self.in_thread(self.runtime.projector.flush)
@@ -263,6 +308,10 @@ class Leader:
                 "ON CONFLICT (name) DO UPDATE SET as_of = excluded.as_of",
                 ("daily", day.isoformat()),
             )
+
+
+class LeadershipLost(Exception):
+    """The lock's session ended while this process was leading."""
 
 
 async def _stopped(producer: Any) -> None:

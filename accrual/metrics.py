@@ -1,7 +1,9 @@
 """The worker's Prometheus metrics (scraped from ACCRUAL_METRICS_PORT)."""
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry()
 
@@ -37,6 +39,8 @@ PUBLISHED = Counter("accrual_published_total", "Records published to the outboun
 PUBLISH_POSITION = Gauge("accrual_publisher_position", "Event-log position the publisher has published up to",
                          registry=REGISTRY)
 LEADER = Gauge("accrual_leader", "1 when this worker runs the publisher and the daily tick", registry=REGISTRY)
+STORE_AVAILABLE = Gauge("accrual_store_available",
+                        "1 while the worker's last use of the store succeeded, 0 during an outage", registry=REGISTRY)
 TICKS = Counter("accrual_ticks_total", "Daily ticks run by this worker", registry=REGISTRY)
 TICK_HELD = Counter("accrual_tick_held_total",
                     "Checks that held a due daily tick back, by reason (lagging, lag_unknown)", ["reason"],
@@ -45,5 +49,8 @@ TICK_WAITED = Gauge("accrual_tick_waited_seconds",
                     "How long the due daily tick has been held back (0 when it is not waiting)", registry=REGISTRY)
 
 
-def serve(port: int, host: str) -> None:
-    start_http_server(port, addr=host, registry=REGISTRY)
+def serve(port: int, host: str, health: Any) -> None:
+    """/metrics, /healthz and /readyz on `host:port` (accrual/health.py)."""
+    from accrual import health as endpoint
+
+    endpoint.serve(port, host, health, REGISTRY)

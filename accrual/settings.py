@@ -83,6 +83,7 @@ class Settings:
     batch_size: int
     cache_size: int
     web: WebSettings = field(default_factory=WebSettings)
+    store_outage_limit_s: int = 900  # a worker rides out a store outage this long, then exits (accrual/outage.py)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -97,6 +98,7 @@ class Settings:
             batch_size=_positive_int(env, "ACCRUAL_BATCH_SIZE", 2000),
             cache_size=_positive_int(env, "ACCRUAL_CACHE_SIZE", 20000),
             web=_web_settings(env),
+            store_outage_limit_s=_positive_int(env, "ACCRUAL_STORE_OUTAGE_LIMIT", 900),
         )
 
 
@@ -131,7 +133,7 @@ def _positive_int(env, name: str, default: int) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    if not raw.isdigit() or int(raw) <= 0:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) <= 0:
         raise SettingsError(f"{name}={raw!r}: expected a positive whole number")
     return int(raw)
 

@@ -28,6 +28,7 @@ from typing import Any
 from accrual import publisher
 from accrual.consumer import Consumer
 from accrual.follower import Follower
+from accrual.health import Health
 from accrual.kafka import Names, check_topics
 from accrual.leader import apply_metric_update, run_leader
 from accrual.processes import spawn
@@ -43,18 +44,21 @@ TICK_TABLE = "CREATE TABLE IF NOT EXISTS worker_ticks (name TEXT PRIMARY KEY, as
 # the batches' commits: a crash in between leaves them short by that second.
 COUNTS_TABLE = "CREATE TABLE IF NOT EXISTS worker_counts (outcome TEXT PRIMARY KEY, messages BIGINT NOT NULL)"
 CHILD_STOP_SECONDS = 60.0
+PROBE_SECONDS = 5.0
 
 
 class Worker:
-    def __init__(self, settings: Settings, worker_settings: WorkerSettings, names: Names, log_level: str = "INFO"):
+    def __init__(self, settings: Settings, worker_settings: WorkerSettings, names: Names, log_level: str = "INFO",
+                 health: Health | None = None):
         self.settings = settings
+        self.health = health or Health()
         self.ws = worker_settings
         self.names = names
         self.log_level = log_level
         self.runtime = Runtime(settings)
         self.runtime.app.on_saved = None  # the read models follow in their own process
         self.stopping = asyncio.Event()
-        self.consumer = Consumer(self.runtime, worker_settings, names, self.stopping)
+        self.consumer = Consumer(self.runtime, worker_settings, names, self.stopping, self.health)
         database = Database(settings.database)
         with schema_lock(settings.database), database.transaction() as tx:
             tx.execute(TICK_TABLE)
@@ -76,10 +80,13 @@ class Worker:
         leader.start()
         consumer = self.consumer.kafka_consumer()
         consuming = asyncio.create_task(self.consumer.run(consumer), name="consumer")
+        probing = asyncio.create_task(self._probe(consumer), name="probe")
+        self.health.started = True
         logger.info("worker started", extra={"fields": {
             "group": self.names.group, "topics": self.names.inbound, "store": self.settings.database.redacted()}})
         try:
             while not self.stopping.is_set():
+                self.health.turned()
                 await _drain(updates)
                 if consuming.done():
                     consuming.result()  # a failure of the consumer ends the worker
@@ -90,6 +97,8 @@ class Worker:
                 await asyncio.sleep(0.1)
         finally:
             self.stopping.set()
+            self.health.stopping = True
+            await _quietly(probing)
             await _quietly(consuming)
             await _quietly(consumer.stop())
             leader_stop.set()
@@ -102,6 +111,28 @@ class Worker:
             await loop.run_in_executor(None, self.runtime.close)
             logger.info("worker stopped", extra={"fields": {"batches": self.consumer.batches,
                                                              **dict(self.consumer.report.outcomes)}})
+
+    async def _probe(self, consumer: Any) -> None:
+        """Every few seconds, asks the cluster for its topics (a remote call
+        each time) and the store for `SELECT 1`, so that /readyz says whether
+        both answer: an idle consumer whose servers are gone only sees empty
+        polls. The store's answer is also the consumer's outage state."""
+        loop = asyncio.get_running_loop()
+        while not self.stopping.is_set():
+            try:
+                await asyncio.wait_for(consumer.topics(), timeout=PROBE_SECONDS)
+                self.health.broker_ok = True
+            except Exception:  # a timeout or any error of the client: not answering
+                self.health.broker_ok = False
+            try:
+                await loop.run_in_executor(self.consumer.apply_thread, self.runtime.db.query, "SELECT 1")
+                self.health.store_ok = not self.consumer.outage.ongoing
+            except Exception:
+                self.health.store_ok = False
+            try:
+                await asyncio.wait_for(self.stopping.wait(), timeout=PROBE_SECONDS)
+            except asyncio.TimeoutError:
+                pass
 
     def stop(self) -> None:
         if not self.stopping.is_set():

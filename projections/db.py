@@ -14,18 +14,31 @@ class Database:
         self.url = url
         self.is_postgres = url.is_postgres
         if url.is_postgres:
-            import psycopg
-
-            self._conn: Any = psycopg.connect(
-                host=url.host, port=url.port, user=url.user, password=url.password, dbname=url.dbname,
-                autocommit=True, connect_timeout=10,
-            )
+            self._conn: Any = self._connect_postgres()
         else:
             self._conn = sqlite3.connect(str(url.path), isolation_level=None, timeout=30, check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")  # see accrual.storage._use_normal_sync
             self._conn.execute("PRAGMA cache_size=-65536")  # 64 MiB: the read models' hot pages
             self._conn.execute("PRAGMA wal_autocheckpoint=20000")  # as accrual.storage.WAL_AUTOCHECKPOINT_PAGES
+
+    def _connect_postgres(self) -> Any:
+        import psycopg
+
+        url = self.url
+        return psycopg.connect(
+            host=url.host, port=url.port, user=url.user, password=url.password, dbname=url.dbname,
+            autocommit=True, connect_timeout=10,
+        )
+
+    def _connection(self) -> Any:
+        """The connection, opened again if the server closed it (a restart,
+        a failover, `pg_terminate_backend`): the statement that met the
+        closed connection failed, and its caller tries again (accrual/
+        outage.py); this one gets a new session."""
+        if self.is_postgres and self._conn.closed:
+            self._conn = self._connect_postgres()
+        return self._conn
 
     def sql(self, statement: str) -> str:
         return statement.replace("?", "%s") if self.is_postgres else statement
@@ -35,7 +48,8 @@ class Database:
         if self.is_postgres:
             # Rows go in with COPY (`Transaction.insert`); psycopg pipelines
             # the statements of an `executemany` by itself.
-            with self._conn.transaction(), self._conn.cursor() as cursor:
+            conn = self._connection()
+            with conn.transaction(), conn.cursor() as cursor:
                 yield Transaction(self, cursor)
         else:
             cursor = self._conn.cursor()
@@ -63,7 +77,7 @@ class Database:
             self._conn.execute("RESET synchronous_commit")
 
     def query(self, statement: str, params: Sequence[Any] = ()) -> list[tuple]:
-        cursor = self._conn.cursor()
+        cursor = self._connection().cursor()
         try:
             cursor.execute(self.sql(statement), params)
             return [tuple(row) for row in cursor.fetchall()]

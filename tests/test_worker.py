@@ -294,13 +294,31 @@ def test_status_metrics_and_a_clean_stop_on_sigterm(postgres_url, kafka_bootstra
             time.sleep(0.2)
             text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
         assert "accrual_leader 1.0" in text
-        assert "accrual_published_total" in text
+        assert "accrual_published_total" in text and "accrual_store_available 1.0" in text
+        # the orchestrator's probes: alive, and ready (store and broker answer, partitions held)
+        assert json.loads(http_get(port, "/healthz")[1])["status"] == "ok"
+        deadline = time.monotonic() + 30  # the first probe of the broker and the store runs within 5 s
+        while http_get(port, "/readyz")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        status, body = http_get(port, "/readyz")
+        checks = json.loads(body)["checks"]
+        assert status == 200 and checks["store"] and checks["broker"] and checks["partitions"] > 0
         assert worker.terminate(timeout=60) == 0
         log = (tmp_path / "worker.log").read_text()
         stopped = [json.loads(line) for line in log.splitlines() if '"worker stopped"' in line]
         assert stopped and stopped[0]["batches"] >= 1
     finally:
         worker.kill()
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    import urllib.error
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
 
 
 # -- crash runs (--soak; CI runs them with a few seeds) ----------------------------

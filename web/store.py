@@ -88,26 +88,12 @@ def parse_stamp(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-class _PlainDatabase(Database):
-    """`Database` without PostgreSQL's pipeline mode: these statements are
-    few, and their row counts (a code spent once) must be read at once."""
-
-    @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
-        if not self.is_postgres:
-            with super().transaction() as tx:
-                yield tx
-            return
-        with self._conn.transaction(), self._conn.cursor() as cursor:
-            yield Transaction(self, cursor)
-
-
 class WebStore:
     """The tables above on a connection of their own. One connection serves
     the web process's threads, one statement or transaction at a time."""
 
     def __init__(self, url: Any):
-        self.db = _PlainDatabase(url)
+        self.db = Database(url)
         self._lock = threading.RLock()
 
     def close(self) -> None:
