@@ -1,6 +1,8 @@
 """What every answer of the personal account carries, and what no request may
 exceed: security headers (on errors too), a body size limit checked before
-anything parses the body, and a 500 that says nothing of the fault.
+anything parses the body, a 503 with Retry-After while the store does not
+answer (a restart or failover; it recovers by itself), and a 500 that says
+nothing of the fault.
 
 These are ASGI middleware around the whole application. Starlette's own
 error page is outside every middleware, so an unhandled error would leave
@@ -12,6 +14,8 @@ import logging
 from typing import Any
 
 from fastapi import HTTPException
+
+from accrual.outage import is_store_error
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 log = logging.getLogger("accrual.web")
@@ -88,10 +92,15 @@ class Guard:
 
         try:
             await self.app(scope, receive_bounded, send_guarded)
-        except Exception:
-            log.exception("unhandled error: %s %s", scope.get("method"), scope.get("path"))
+        except Exception as error:
             if started:
                 raise
+            if is_store_error(error):  # a restart, a failover: the connections come back by themselves
+                log.warning("store unavailable: %s %s: %s: %s", scope.get("method"), scope.get("path"),
+                            type(error).__name__, error)
+                await _unavailable(scope)(scope, receive, send_guarded)
+                return
+            log.exception("unhandled error: %s %s", scope.get("method"), scope.get("path"))
             await _internal_error(scope)(scope, receive, send_guarded)
 
 
@@ -114,6 +123,19 @@ def too_large(scope: dict, limit: int) -> Response:
     if _is_api(scope):
         return JSONResponse({"error": "request_too_large", "detail": detail}, 413, headers={"Connection": "close"})
     return PlainTextResponse("Слишком большой запрос.", 413, headers={"Connection": "close"})
+
+
+STORE_RETRY_AFTER_S = 5
+
+
+def _unavailable(scope: dict) -> Response:
+    """The store does not answer (accrual/outage.py): 503 with Retry-After,
+    not 500; the next request uses a new connection."""
+    headers = {"Retry-After": str(STORE_RETRY_AFTER_S)}
+    if _is_api(scope):
+        return JSONResponse({"error": "store_unavailable", "detail": "try again in a few seconds"}, 503,
+                            headers=headers)
+    return PlainTextResponse("Личный кабинет временно недоступен. Попробуйте через минуту.", 503, headers=headers)
 
 
 def _internal_error(scope: dict) -> Response:
