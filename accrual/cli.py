@@ -326,7 +326,7 @@ def worker(
     from accrual import metrics
     from accrual.health import Health
     from accrual.logs import configure_logging
-    from accrual.outage import ride_out
+    from accrual.outage import BrokerOutage, ride_out
     from accrual.worker import Worker
 
     ws, names = _streams_and_kafka()
@@ -350,6 +350,10 @@ def worker(
         asyncio.run(worker.run())
     except KafkaError as error:
         _kafka_failure(error, ws.bootstrap)
+    except BrokerOutage as error:
+        err.print(f"[red]broker outage[/red]: {error}")
+        err.print("Nothing of an unfinished batch was committed; run the worker again when the broker is reachable.")
+        raise typer.Exit(3) from error
 
 
 @app.command()

@@ -124,8 +124,17 @@ class Consumer:
                     # kept for the next second: counts wait for the store like batches do
 
     def close(self) -> None:
-        self.apply_thread.submit(self.write_counts).result()
-        self.apply_thread.shutdown()
+        """Writes the last counts (lost, and said so, if the store does not
+        answer: they are operational figures, not programme data)."""
+        try:
+            self.apply_thread.submit(self.write_counts).result()
+        except Exception as error:
+            if not is_store_error(error):
+                raise
+            logger.warning("the last deliveries were not counted in worker_counts: the store does not answer",
+                           extra={"fields": {"uncounted": dict(self.uncounted)}})
+        finally:
+            self.apply_thread.shutdown()
 
     async def _apply(self, consumer: AIOKafkaConsumer, records: dict[TopicPartition, list]) -> None:
         started = time.perf_counter()

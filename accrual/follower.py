@@ -92,12 +92,13 @@ class Follower:
         self._process.join(timeout)
         if self._process.is_alive():
             logger.warning("the read-model follower did not finish in %.0f s; stopping it", timeout)
-            self._process.terminate()
-            self._process.join(10)
+            self.kill()
             return False
         return self._process.exitcode == 0
 
     def kill(self) -> None:
+        """SIGKILL (its SIGTERM only asks it to finish): whatever it had not
+        committed, the next follower catches up from the log."""
         if self._process.is_alive():
-            self._process.terminate()
+            self._process.kill()
             self._process.join(10)

@@ -45,6 +45,10 @@ class StoreOutage(RuntimeError):
     """The store did not answer for longer than the outage limit."""
 
 
+class BrokerOutage(RuntimeError):
+    """The Kafka broker did not answer for longer than the outage limit."""
+
+
 def backoff_s(attempt: int, jitter: float) -> float:
     """The wait before try `attempt + 1` (attempt 1 is the first failure):
     0.5 s doubling to at most 15 s, times a factor in [0.5, 1) from `jitter`

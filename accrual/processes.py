@@ -11,9 +11,11 @@ import ctypes
 import multiprocessing
 import os
 import signal
+import sys
 from typing import Any, Callable
 
 _PR_SET_PDEATHSIG = 1
+OUTAGE_EXIT_CODE = 3  # a child that gave up on the store (accrual/outage.py), as the CLI's storage failures
 
 
 def spawn(target: Callable[..., Any], *args: Any, name: str) -> tuple[Any, Any]:
@@ -35,7 +37,13 @@ def _child(target: Callable[..., Any], stop: Any, parent: int, *args: Any) -> No
     # parent decides when its children stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    target(stop, parent, *args)
+    from accrual.outage import StoreOutage
+
+    try:
+        target(stop, parent, *args)
+    except StoreOutage as outage:
+        print(f"{multiprocessing.current_process().name}: {outage}", file=sys.stderr, flush=True)
+        sys.exit(OUTAGE_EXIT_CODE)  # the parent tells an outage from a fault by this code
 
 
 def orphaned(parent: int) -> bool:

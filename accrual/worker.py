@@ -23,15 +23,17 @@ import asyncio
 import logging
 import queue
 import signal
+import time
 from typing import Any
 
 from accrual import publisher
 from accrual.consumer import Consumer
 from accrual.follower import Follower
 from accrual.health import Health
+from accrual.outage import BrokerOutage, StoreOutage
 from accrual.kafka import Names, check_topics
 from accrual.leader import apply_metric_update, run_leader
-from accrual.processes import spawn
+from accrual.processes import OUTAGE_EXIT_CODE, spawn
 from accrual.runtime import Runtime, schema_lock
 from accrual.settings import Settings, WorkerSettings
 from projections.db import Database
@@ -44,7 +46,8 @@ TICK_TABLE = "CREATE TABLE IF NOT EXISTS worker_ticks (name TEXT PRIMARY KEY, as
 # the batches' commits: a crash in between leaves them short by that second.
 COUNTS_TABLE = "CREATE TABLE IF NOT EXISTS worker_counts (outcome TEXT PRIMARY KEY, messages BIGINT NOT NULL)"
 CHILD_STOP_SECONDS = 60.0
-PROBE_SECONDS = 5.0
+PROBE_SECONDS = 2.0  # /readyz is at most this stale
+PROBE_TIMEOUT_SECONDS = 5.0  # a broker slower than this to list its topics is "not answering"
 
 
 class Worker:
@@ -52,6 +55,7 @@ class Worker:
                  health: Health | None = None):
         self.settings = settings
         self.health = health or Health()
+        self.broker_down_since: float | None = None
         self.ws = worker_settings
         self.names = names
         self.log_level = log_level
@@ -91,10 +95,16 @@ class Worker:
                 if consuming.done():
                     consuming.result()  # a failure of the consumer ends the worker
                 if not read_models.alive:
-                    raise RuntimeError(f"the read-model follower ended (exit code {read_models.exitcode})")
+                    _child_ended("the read-model follower", read_models.exitcode)
                 if not leader.is_alive():
-                    raise RuntimeError(f"the leader process ended (exit code {leader.exitcode})")
+                    _child_ended("the leader process", leader.exitcode)
+                self._check_broker_outage()
                 await asyncio.sleep(0.1)
+        except (StoreOutage, BrokerOutage):
+            # The read models cannot reach the end of a log they cannot read:
+            # stop them at once; they catch up at the next start.
+            read_models.kill()
+            raise
         finally:
             self.stopping.set()
             self.health.stopping = True
@@ -112,6 +122,20 @@ class Worker:
             logger.info("worker stopped", extra={"fields": {"batches": self.consumer.batches,
                                                              **dict(self.consumer.report.outcomes)}})
 
+    def _check_broker_outage(self) -> None:
+        """The broker is ridden out like the store (the Kafka client
+        reconnects by itself), for as long as the same outage limit."""
+        now = time.monotonic()
+        if self.health.broker_ok or not self.health.started:
+            self.broker_down_since = None
+            return
+        if self.broker_down_since is None:
+            self.broker_down_since = now
+        elif now - self.broker_down_since >= self.settings.store_outage_limit_s:
+            raise BrokerOutage(f"the worker: the broker ({self.ws.bootstrap}) has not answered for "
+                              f"{now - self.broker_down_since:.0f} s (ACCRUAL_STORE_OUTAGE_LIMIT is "
+                              f"{self.settings.store_outage_limit_s} s)")
+
     async def _probe(self, consumer: Any) -> None:
         """Every few seconds, asks the cluster for its topics (a remote call
         each time) and the store for `SELECT 1`, so that /readyz says whether
@@ -120,7 +144,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         while not self.stopping.is_set():
             try:
-                await asyncio.wait_for(consumer.topics(), timeout=PROBE_SECONDS)
+                await asyncio.wait_for(consumer.topics(), timeout=PROBE_TIMEOUT_SECONDS)
                 self.health.broker_ok = True
             except Exception:  # a timeout or any error of the client: not answering
                 self.health.broker_ok = False
@@ -138,6 +162,12 @@ class Worker:
         if not self.stopping.is_set():
             logger.info("stopping: finishing the batch in hand")
             self.stopping.set()
+
+
+def _child_ended(what: str, code: int | None) -> None:
+    if code == OUTAGE_EXIT_CODE:
+        raise StoreOutage(f"{what} gave up: the store has not answered for longer than ACCRUAL_STORE_OUTAGE_LIMIT")
+    raise RuntimeError(f"{what} ended (exit code {code})")
 
 
 def _context_queue() -> Any:

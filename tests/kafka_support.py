@@ -126,15 +126,22 @@ def clients(bootstrap: str) -> _Clients:
     return _clients[bootstrap]
 
 
+def close_clients(bootstrap: str) -> None:
+    """Closes the clients of one broker (before that broker goes away)."""
+    kafka = _clients.pop(bootstrap, None)
+    if kafka is None:
+        return
+    for client in (kafka.producer, kafka.admin, kafka.consumer):
+        try:
+            kafka.run(client.stop() if hasattr(client, "stop") else client.close())
+        except Exception:
+            pass
+    kafka.loop.close()
+
+
 def _close_clients() -> None:
-    for kafka in _clients.values():
-        for client in (kafka.producer, kafka.admin, kafka.consumer):
-            try:
-                kafka.run(client.stop() if hasattr(client, "stop") else client.close())
-            except Exception:
-                pass
-        kafka.loop.close()
-    _clients.clear()
+    for bootstrap in list(_clients):
+        close_clients(bootstrap)
 
 
 def produce(bootstrap: str, prefix: str, lines: list[bytes]) -> list[bytes]:
