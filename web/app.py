@@ -96,9 +96,9 @@ def create_app(
     )
     app.state.context = context
     app.add_middleware(Guard, https=secure)
-    from web import api_member, api_pos, api_signin, pages, pages_member, pages_signin
+    from web import api_member, api_pos, api_signin, pages, pages_member, pages_signin, probes
 
-    for module in (api_signin, api_member, api_pos, pages_signin, pages_member):
+    for module in (api_signin, api_member, api_pos, pages_signin, pages_member, probes):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(resources.files("web") / "static")), name="static")
     pages.install_error_pages(app)

@@ -52,3 +52,14 @@ def test_a_page_says_so_in_russian_during_an_outage(client, programme, postgres_
     for refused in (a for a in answers if a.status_code == 503):
         assert "временно недоступен" in refused.text
     assert answers[-1].status_code == 200
+
+
+def test_the_probes_say_alive_and_ready_and_not_ready_while_the_store_is_gone(client, postgres_url):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+    terminate_sessions(postgres_url)
+    # the probe's own connection was ended: not ready, then ready again on a new session
+    first = client.get("/readyz")
+    assert first.status_code == 503 and first.json()["checks"] == {"store": False}
+    assert client.get("/healthz").status_code == 200  # alive all along: nothing to restart
+    assert client.get("/readyz").status_code == 200
