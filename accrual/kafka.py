@@ -118,6 +118,29 @@ async def check_topics(bootstrap: str, names: Names) -> list[str]:
     return problems
 
 
+async def _last_data_record(consumer: AIOKafkaConsumer, tp: TopicPartition, begin: int, end: int) -> object:
+    """The last committed data record before `end`, or None. A transactional
+    partition ends with commit (or abort) markers, which take offsets but
+    are never returned, and an aborted transaction's records are skipped:
+    look back in growing windows until a record appears."""
+    window = 16
+    while end > begin:
+        start = max(begin, end - window)
+        consumer.seek(tp, start)
+        last = None
+        while True:
+            batch = await consumer.getmany(tp, timeout_ms=2_000)
+            records = [r for r in batch.get(tp) or [] if r.offset < end]
+            if records:
+                last = records[-1]
+            if not batch.get(tp) or await consumer.position(tp) >= end:
+                break
+        if last is not None:
+            return last
+        end, window = start, window * 8
+    return None
+
+
 async def last_records(bootstrap: str, topic: str, partitions: int) -> dict[int, object]:
     """The last record of each partition of `topic` (partitions with none
     are left out). Used by the publisher to find where it stopped."""
@@ -132,13 +155,9 @@ async def last_records(bootstrap: str, topic: str, partitions: int) -> dict[int,
         begins = await consumer.beginning_offsets(tps)
         found: dict[int, object] = {}
         for tp in tps:
-            if ends[tp] <= begins[tp]:
-                continue
-            consumer.seek(tp, ends[tp] - 1)
-            batch = await consumer.getmany(tp, timeout_ms=10_000)
-            records = batch.get(tp) or []
-            if records:
-                found[tp.partition] = records[-1]
+            record = await _last_data_record(consumer, tp, begins[tp], ends[tp])
+            if record is not None:
+                found[tp.partition] = record
         return found
     finally:
         await consumer.stop()

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, ProducerFenced
 
 from accrual.kafka import Names
 from accrual.leadership import Leadership
@@ -168,12 +168,8 @@ class Leader:
                 next_lock_check = time.monotonic() + LOCK_CHECK_SECONDS
                 if not await self._still_leading():
                     continue
-            try:
-                sent = await self._publish_once(self.producer)
-            except KafkaError as error:
-                self.producer = await self._publisher_failed(self.producer, error)
-                continue
-            except LeadershipLost:
+            sent = await self._publish_guarded()
+            if sent is None:
                 continue
             self._store_answered()
             if self.ws.auto_tick and time.monotonic() >= next_tick_check:
@@ -181,6 +177,21 @@ class Leader:
                 next_tick_check = time.monotonic() + (5 if self.tick_gate.waiting else 30)
             if not sent:
                 await self.pause(0.02)
+
+    async def _publish_guarded(self) -> int | None:
+        """One chunk; None when it was not published (the loop starts over)."""
+        try:
+            return await self._publish_once(self.producer)
+        except ProducerFenced:
+            # A newer producer of the publisher's transactional id: another
+            # worker leads now. Restarting ours would fence it back.
+            logger.warning("publisher fenced by a newer leader's producer; standing down")
+            await self._stand_down()
+        except KafkaError as error:
+            self.producer = await self._publisher_failed(self.producer, error)
+        except LeadershipLost:
+            pass
+        return None
 
     async def _still_leading(self) -> bool:
         """Checks the lock's session; when it is gone, stands down at once
@@ -206,7 +217,9 @@ class Leader:
     async def _start_producer(self) -> Any:
         from accrual.publisher import new_producer
 
-        producer = new_producer(self.ws.bootstrap)
+        if not await self._still_leading():  # starting it fences any other: only the lock's holder may
+            return None
+        producer = new_producer(self.ws.bootstrap, f"{self.names.group}.publisher")
         try:
             await producer.start()
             await self.publisher.recover(self.ws.bootstrap)

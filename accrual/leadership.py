@@ -10,6 +10,9 @@ import hashlib
 from typing import Any
 
 
+LOCK_APPLICATION_NAME = "accrual-leader-lock"  # the lock's session in pg_stat_activity
+
+
 class Leadership:
     def __init__(self, database: Any, name: str):
         self.database = database
@@ -27,7 +30,8 @@ class Leadership:
             if self._conn is None or self._conn.closed:
                 d = self.database
                 self._conn = psycopg.connect(host=d.host, port=d.port, user=d.user, password=d.password,
-                                             dbname=d.dbname, autocommit=True, connect_timeout=10)
+                                             dbname=d.dbname, autocommit=True, connect_timeout=10,
+                                             application_name=LOCK_APPLICATION_NAME)
             key = int.from_bytes(hashlib.sha256(self.name.encode()).digest()[:8], "big", signed=True)
             self.held = bool(self._conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0])
         else:

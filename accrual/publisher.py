@@ -10,18 +10,23 @@ accounts recorded, never written beside the database in the request path.
 - every rejection goes to `loyalty.dead-letter.v1` (key: the source key)
   with the original bytes, source topic, partition, offset, reason, detail.
 
-Exactly once on the topics, without Kafka transactions: the publisher's
-position in the log (and each member's running balance) is committed to
-the database only after Kafka has acknowledged the chunk, so a crash in
-between publishes the chunk again, and each record carries its log position
-in a `notification_id` header. At start the publisher reads the last record
-of every partition it writes and skips what a partition already holds. The
-producer is idempotent (ordered, no gaps within a partition), and records
-are sent to explicit partitions (the Java client's murmur2), so "the last
+Exactly once on the topics: the publisher's position in the log (and each
+member's running balance) is committed to the database only after Kafka
+has committed the chunk, so a crash in between publishes the chunk again,
+and each record carries its log position in a `notification_id` header. At
+start the publisher reads the last committed record of every partition it
+writes and skips what a partition already holds. Records are sent to
+explicit partitions (the Java client's murmur2), in order, so "the last
 record of the partition" is a sound high-water mark.
 
 One publisher runs per store: the worker that holds the leadership lock
-(accrual/leadership.py) runs it.
+(accrual/leadership.py) runs it. A leader that lost its lock may still
+have a chunk in flight when the next leader starts; Kafka's zombie fencing
+stops it: each chunk is one Kafka transaction of a producer with one fixed
+`transactional.id` for the publisher role, so the new leader's producer
+fences the old one's, whose transaction aborts. Subscribers read with
+`isolation.level=read_committed` (docs/operations.md), as the publisher's
+own recovery does.
 """
 from __future__ import annotations
 
@@ -208,22 +213,30 @@ class Publisher:
     # -- sending -------------------------------------------------------------------
 
     async def send(self, producer: AIOKafkaProducer, records: list[Outgoing]) -> int:
-        """Sends the records a partition does not hold yet; returns how many."""
-        futures = []
-        for r in records:
-            if r.notification_id <= self.published.get((r.topic, r.partition), 0):
-                continue
-            headers = [(HEADER, str(r.notification_id).encode())]
-            futures.append(await producer.send(r.topic, r.value, key=r.key, partition=r.partition, headers=headers))
-        if futures:
+        """Sends the records a partition does not hold yet, as one Kafka
+        transaction; returns how many. ProducerFenced: another producer of
+        the publisher's transactional id (a newer leader) has started."""
+        todo = [r for r in records if r.notification_id > self.published.get((r.topic, r.partition), 0)]
+        if not todo:
+            return 0
+        async with producer.transaction():
+            futures = []
+            for r in todo:
+                headers = [(HEADER, str(r.notification_id).encode())]
+                futures.append(await producer.send(r.topic, r.value, key=r.key, partition=r.partition,
+                                                   headers=headers))
             await asyncio.gather(*futures)
-        return len(futures)
+        return len(todo)
 
 
-def new_producer(bootstrap: str) -> AIOKafkaProducer:
+def new_producer(bootstrap: str, transactional_id: str) -> AIOKafkaProducer:
+    """The publisher's producer: transactional (idempotent, acks=all), with
+    one `transactional_id` per store's publisher role, so that starting it
+    fences any earlier one (zombie fencing)."""
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         client_id="accrual-publisher",
+        transactional_id=transactional_id,
         acks="all",
         enable_idempotence=True,
         linger_ms=5,

@@ -85,3 +85,112 @@ def test_the_worker_stays_up_when_its_database_sessions_are_terminated(
         assert "store error" in text and '"worker stopped"' not in text
     finally:
         worker.kill()
+
+
+def terminate_lock_session(database_url: str) -> int:
+    """Ends only the session that holds the leadership lock."""
+    from accrual.leadership import LOCK_APPLICATION_NAME
+
+    url = parse_database_url(database_url)
+    with psycopg.connect(host=url.host, port=url.port, user=url.user, password=url.password,
+                         dbname=url.dbname, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = %s", (LOCK_APPLICATION_NAME,)
+        ).fetchall()
+    return sum(1 for (ended,) in rows if ended)
+
+
+def wait_for(condition, failure: str, workers: list[WorkerProcess], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        for worker in workers:
+            worker.check_alive()
+        time.sleep(0.2)
+
+
+def test_a_leader_whose_lock_session_ends_stands_down_and_the_topics_get_every_record_once_in_order(
+    postgres_url, kafka_bootstrap, kafka_prefix, tmp_path
+):
+    # given: two workers sharing a backlog; one of them leads (publishes)
+    names = names_for(kafka_prefix)
+    produce(kafka_bootstrap, kafka_prefix, workload(tmp_path, FAULT_EVENTS, 5))
+    env = worker_env(postgres_url, kafka_bootstrap, kafka_prefix)
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    workers = [WorkerProcess(env, log).start() for log in logs]
+    try:
+        def terms() -> int:  # terms of leadership begun so far, in both workers
+            return sum(log.read_text().count("leadership taken") for log in logs if log.exists())
+
+        wait_for(lambda: terms() >= 1, "no worker took the leadership", workers)
+        # when: twice, while the backlog is being applied and published, the
+        # leader's lock session ends
+        rng, ended = random.Random(5), []
+        for _ in range(2):
+            time.sleep(rng.uniform(1.0, 3.0))
+            before = terms()
+            ended.append(terminate_lock_session(postgres_url))
+            # then: a new term of leadership begins (in either worker)
+            wait_for(lambda before=before: terms() > before, "nobody took the leadership again", workers)
+        assert sum(ended) >= 2, f"lock sessions ended: {ended}"
+        wait_for_lag_zero(kafka_bootstrap, names, timeout=600, workers=workers)
+        # then: the outbound topics hold every member-account event once, in
+        # account order, and the balances of the compacted topic
+        check_outbound(kafka_bootstrap, kafka_prefix, postgres_url)
+        text = "".join(log.read_text() for log in logs)
+        assert text.count("leadership lost") + text.count("standing down") >= 2
+        for worker in workers:
+            worker.check_alive()
+    finally:
+        for worker in workers:
+            worker.kill()
+
+
+def test_a_newer_publisher_fences_the_old_ones_chunk_in_flight(kafka_bootstrap, kafka_prefix, tmp_path):
+    """Zombie fencing: the old leader's producer, started before the new
+    leader's with the same transactional id, can no longer publish."""
+    import asyncio
+
+    from aiokafka.errors import ProducerFenced
+
+    from accrual.publisher import Outgoing, Publisher, new_producer
+    from accrual.runtime import Runtime
+    from accrual.settings import Settings
+    from tests.kafka_support import read_topic
+
+    names = names_for(kafka_prefix)
+    settings = Settings.from_env({"ACCRUAL_DATABASE_URL": f"sqlite:///{tmp_path / 'store.sqlite3'}"})
+
+    def chunk(first_id: int) -> list[Outgoing]:
+        return [Outgoing(names.dead_letter, 0, b"k", f'{{"n": {i}}}'.encode(), i) for i in (first_id, first_id + 1)]
+
+    async def run() -> None:
+        with Runtime(settings) as runtime:
+            publisher = Publisher(runtime.app, runtime.db, names)
+            old = new_producer(kafka_bootstrap, f"{names.group}.publisher")
+            await old.start()
+            new = None
+            try:
+                assert await publisher.send(old, chunk(1)) == 2
+                new = new_producer(kafka_bootstrap, f"{names.group}.publisher")
+                await new.start()  # the new leader's producer: fences the old one
+                with pytest.raises(ProducerFenced):
+                    await publisher.send(old, chunk(3))
+                assert await publisher.send(new, chunk(3)) == 2
+                # and recovery finds the last committed record behind the
+                # transactions' end markers (which take offsets of their own)
+                await publisher.recover(kafka_bootstrap)
+                assert publisher.published[(names.dead_letter, 0)] == 4
+            finally:
+                for producer in (old, new):
+                    if producer is not None:
+                        try:
+                            await producer.stop()
+                        except Exception:
+                            pass
+
+    asyncio.run(run())
+    # a subscriber (read_committed) sees each record once: the fenced chunk is not there
+    assert [r.value for r in read_topic(kafka_bootstrap, names.dead_letter)] == [
+        b'{"n": 1}', b'{"n": 2}', b'{"n": 3}', b'{"n": 4}']
