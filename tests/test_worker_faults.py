@@ -9,6 +9,7 @@ server the other tests share: the consumer's, the read models', the
 publisher's and the leader's lock session all end at once."""
 from __future__ import annotations
 
+import json
 import random
 import time
 
@@ -116,7 +117,9 @@ def test_a_leader_whose_lock_session_ends_stands_down_and_the_topics_get_every_r
     # given: two workers sharing a backlog; one of them leads (publishes)
     names = names_for(kafka_prefix)
     produce(kafka_bootstrap, kafka_prefix, workload(tmp_path, FAULT_EVENTS, 5))
-    env = worker_env(postgres_url, kafka_bootstrap, kafka_prefix)
+    # The daily tick on: once the backlog is applied, the leader of the day
+    # closes today (by the real clock), and no day may be closed twice.
+    env = worker_env(postgres_url, kafka_bootstrap, kafka_prefix, ACCRUAL_AUTO_TICK="on", ACCRUAL_TICK_AFTER="0")
     logs = [tmp_path / "first.log", tmp_path / "second.log"]
     workers = [WorkerProcess(env, log).start() for log in logs]
     try:
@@ -135,9 +138,19 @@ def test_a_leader_whose_lock_session_ends_stands_down_and_the_topics_get_every_r
             wait_for(lambda before=before: terms() > before, "nobody took the leadership again", workers)
         assert sum(ended) >= 2, f"lock sessions ended: {ended}"
         wait_for_lag_zero(kafka_bootstrap, names, timeout=600, workers=workers)
+
+        def ticks() -> list[dict]:
+            return [json.loads(line) for log in logs for line in log.read_text().splitlines()
+                    if '"msg": "daily tick"' in line]
+
+        wait_for(lambda: ticks(), "the daily tick did not run", workers)
         # then: the outbound topics hold every member-account event once, in
-        # account order, and the balances of the compacted topic
+        # account order (the tick's expiries included), and the balances of
+        # the compacted topic; and the day was closed once
         check_outbound(kafka_bootstrap, kafka_prefix, postgres_url)
+        time.sleep(6)  # a second leader's tick check would have come by now
+        days = [t["as_of"] for t in ticks()]
+        assert len(days) == len(set(days)) == 1, days
         text = "".join(log.read_text() for log in logs)
         assert text.count("leadership lost") + text.count("standing down") >= 2
         for worker in workers:
