@@ -10,7 +10,7 @@ import yaml
 
 from schemas import BALANCES_TOPIC, DEAD_LETTER_TOPIC, POINTS_EVENTS_TOPIC, TOPIC_TYPES
 
-DEFAULT_FILE = Path(__file__).resolve().parent.parent / "streams.yaml"
+DEFAULT_FILE = Path(__file__).resolve().parent / "streams.yaml"  # package data: installed with the code
 _KEYS = {"msisdn", "mgts_account"}
 
 
