@@ -10,11 +10,19 @@ from typing import Any, Iterator, Sequence
 class Database:
     """`url` is an `accrual.settings.DatabaseUrl` (scheme, path or host...)."""
 
-    def __init__(self, url: Any):
+    def __init__(self, url: Any, read_only: bool = False):
+        """`read_only`: a connection that cannot write (SQLite opened
+        read-only, a PostgreSQL session whose transactions are read-only), for
+        readers that must never take a write lock."""
         self.url = url
         self.is_postgres = url.is_postgres
+        self.read_only = read_only
         if url.is_postgres:
             self._conn: Any = self._connect_postgres()
+        elif read_only:
+            self._conn = sqlite3.connect(f"{url.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
+                                         timeout=30, check_same_thread=False)
+            self._conn.execute("PRAGMA cache_size=-16384")
         else:
             self._conn = sqlite3.connect(str(url.path), isolation_level=None, timeout=30, check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
@@ -26,10 +34,13 @@ class Database:
         import psycopg
 
         url = self.url
-        return psycopg.connect(
+        conn = psycopg.connect(
             host=url.host, port=url.port, user=url.user, password=url.password, dbname=url.dbname,
             autocommit=True, connect_timeout=10,
         )
+        if self.read_only:
+            conn.execute("SET default_transaction_read_only = on")
+        return conn
 
     def _connection(self) -> Any:
         """The connection, opened again if the server closed it (a restart,

@@ -40,6 +40,7 @@ class Context:
     secure_cookies: bool
 
     def close(self) -> None:
+        self.cabinet.close()
         self.store.close()
         self.runtime.close()
 

@@ -1,10 +1,11 @@
 """What a member and a shop till can do, over the engine and its read models.
 
-Commands go to `AccrualApplication` (the same event log as the streams); the
-read models are brought up to the end of the log right after each command,
-so a page shown after an order already has the new balance. One lock orders
-the web process's use of the runtime (its connections serve one thread at a
-time); other processes on the same store are the engine's concern.
+Commands go to `AccrualApplication` (the same event log as the streams), one
+at a time in this process; each waits, bounded, until the read models show
+the log position it reached, so a page shown after an order already has the
+new balance. Reads never write: they query the read models on a read-only
+connection of their own thread, with no lock and no catching up; the read
+models follow the log in a thread of their own (web/reads.py).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from accrual.runtime import Runtime
 from engine.calendar import MOSCOW
 from web.catalog import CATEGORIES, Offer, Reward
 from web.clock import Clock
+from web.reads import LogFollower, ReadConnections
 
 HISTORY_PAGE_MAX = 100
 
@@ -42,19 +44,29 @@ class Cabinet:
         self.clock = clock
         self.catalog = catalog
         self.offers = offers
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the event store's application: one command at a time here
+        self.runtime.app.on_saved = None  # the follower reads what commands saved from the log
+        self.follower = LogFollower(runtime.app, runtime.settings.database).start()
+        self.connections = ReadConnections(runtime.settings.database)
+
+    def close(self) -> None:
+        self.follower.close()
+        self.connections.close()
 
     def _command(self, command: Callable[[], Any]) -> Any:
         with self._lock:
-            try:
-                return command()
-            finally:
-                self.runtime.projector.catch_up()
+            result = command()
+            reached = self.app.reached()
+        self.follower.wait_for(reached)  # read-your-writes, outside the lock
+        return result
+
+    def _app(self, call: Callable[[], Any]) -> Any:
+        """A read of the event store itself (a debit's or a transfer's state)."""
+        with self._lock:
+            return call()
 
     def _read(self, query: Callable[[Any], Any]) -> Any:
-        with self._lock:
-            self.runtime.projector.catch_up()
-            return query(self.runtime.reads)
+        return query(self.connections.reads())
 
     def today(self) -> date:
         return self.clock.now().astimezone(MOSCOW).date()
@@ -138,14 +150,12 @@ class Cabinet:
         return self._order(as_dict(debit), reward)
 
     def order_status(self, msisdn: str, order_id: str) -> dict[str, Any]:
-        def query(reads):
-            debit = self.app.debit_status(msisdn, order_id)
-            if debit is None or debit.purpose != "order":
-                raise NotFound(order_id)
-            listed = [d for d in reads.debits_of(msisdn, purpose="order") if d["debit_id"] == order_id]
-            return {**(listed[0] if listed else {}), **as_dict(debit)}
-
-        return self._order(self._read(query), None)
+        debit = self._app(lambda: self.app.debit_status(msisdn, order_id))
+        if debit is None or debit.purpose != "order":
+            raise NotFound(order_id)
+        listed = [d for d in self._read(lambda reads: reads.debits_of(msisdn, purpose="order"))
+                  if d["debit_id"] == order_id]
+        return self._order({**(listed[0] if listed else {}), **as_dict(debit)}, None)
 
     def orders(self, msisdn: str) -> list[dict[str, Any]]:
         return [self._order(d, None) for d in self._read(lambda reads: reads.debits_of(msisdn, purpose="order"))]
@@ -180,13 +190,13 @@ class Cabinet:
     def transfer(self, msisdn: str, transfer_id: str, recipient_only: bool = False) -> dict[str, Any]:
         """A transfer that `msisdn` sent or received (only received, with
         `recipient_only`); someone else's is NotFound, like a missing one."""
-        found = self._read(lambda reads: self.app.transfer(transfer_id))
+        found = self._app(lambda: self.app.transfer(transfer_id))
         parties = () if found is None else (found.recipient,) if recipient_only else (found.sender, found.recipient)
         if msisdn not in parties:
             raise NotFound(transfer_id)
         if found.status == "pending" and found.expires_at <= self.clock.now():
             self.return_lapsed([found.transfer_id])
-            found = self._read(lambda reads: self.app.transfer(transfer_id))
+            found = self._app(lambda: self.app.transfer(transfer_id))
         return as_dict(found)
 
     def transfers(self, msisdn: str) -> list[dict[str, Any]]:
@@ -220,7 +230,7 @@ class Cabinet:
         return as_dict(self._command(lambda: self.app.cancel_debit(msisdn, debit_id, at=self.clock.now())))
 
     def pos_status(self, msisdn: str, debit_id: str) -> dict[str, Any]:
-        debit = self._read(lambda reads: self.app.debit_status(msisdn, debit_id))
+        debit = self._app(lambda: self.app.debit_status(msisdn, debit_id))
         if debit is None:
             raise NotFound(debit_id)
         return as_dict(debit)
