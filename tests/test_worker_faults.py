@@ -34,7 +34,8 @@ def terminate_sessions(database_url: str) -> int:
                          dbname=url.dbname, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND usename = current_user AND backend_type = 'client backend'"  # not the server's own (autovacuum)
         ).fetchall()
     return sum(1 for (ended,) in rows if ended)
 
