@@ -64,16 +64,14 @@ class Limits:
             if self.store.db.is_postgres:
                 for key in keys:
                     tx.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (key,))
-            waits = [self._wait(tx, bucket, now) for bucket in buckets]
-            if refused is not None:
-                waits.append(self._wait(tx, refused, now))
-            longest = max(waits, default=0)
-            if longest > 0:
-                if refused is not None:
-                    tx.execute("INSERT INTO web_rate_hits (bucket, at) VALUES (?, ?)", (refused.key, stamp(now)))
-            else:
-                for bucket in buckets:
-                    tx.execute("INSERT INTO web_rate_hits (bucket, at) VALUES (?, ?)", (bucket.key, stamp(now)))
+            refused_wait = 0 if refused is None else self._wait(tx, refused, now)
+            longest = max([self._wait(tx, bucket, now) for bucket in buckets] + [refused_wait])
+            if longest == 0:
+                hits = buckets
+            else:  # a refusal counts, unless its own window is full (a flood adds no rows beyond the limit)
+                hits = (refused,) if refused is not None and refused_wait == 0 else ()
+            for bucket in hits:
+                tx.execute("INSERT INTO web_rate_hits (bucket, at) VALUES (?, ?)", (bucket.key, stamp(now)))
         if longest > 0:
             raise TooManyRequests(longest)
 
