@@ -148,6 +148,7 @@ class Leader:
         finally:
             await self._stand_down()
             await self.in_thread(self.runtime.close)
+            self.thread.shutdown()
 
     async def _lead(self) -> None:
         next_tick_check = next_lock_check = 0.0
