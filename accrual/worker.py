@@ -30,9 +30,9 @@ from accrual import publisher
 from accrual.consumer import Consumer
 from accrual.follower import Follower
 from accrual.health import Health
-from accrual.outage import BrokerOutage, StoreOutage
 from accrual.kafka import Names, check_topics
 from accrual.leader import apply_metric_update, run_leader
+from accrual.outage import BrokerOutage, StoreOutage
 from accrual.processes import OUTAGE_EXIT_CODE, spawn
 from accrual.runtime import Runtime, schema_lock
 from accrual.settings import Settings, WorkerSettings

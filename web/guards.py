@@ -14,9 +14,9 @@ import logging
 from typing import Any
 
 from fastapi import HTTPException
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from accrual.outage import is_store_error
-from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 log = logging.getLogger("accrual.web")
 

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from accrual.outage import is_store_error
 from web.app import context_of
+from web.guards import STORE_RETRY_AFTER_S
 
 router = APIRouter(include_in_schema=False)
 
@@ -29,5 +30,5 @@ def readyz(request: Request) -> JSONResponse:
         if not is_store_error(error):
             raise
         return JSONResponse({"status": "unavailable", "checks": {"store": False}}, 503,
-                            headers={"Retry-After": "5"})
+                            headers={"Retry-After": str(STORE_RETRY_AFTER_S)})
     return JSONResponse({"status": "ok", "checks": {"store": True}})
