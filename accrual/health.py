@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -48,6 +49,36 @@ class Health:
         checks.update({"store": self.store_ok, "broker": self.broker_ok, "partitions": self.partitions,
                        "stopping": self.stopping})
         return live and self.store_ok and self.broker_ok and self.partitions > 0 and not self.stopping, checks
+
+
+class StoreProbe:
+    """`SELECT 1` on a connection and a thread of its own. Not the batch's:
+    while the store is down, the batch's thread waits in the event store's
+    pool for a connection (up to its connect timeout) and would hold a probe
+    queued behind it, so a restart shorter than that wait went unseen. A
+    probe that does not answer within the caller's timeout counts as a
+    failure; while its thread is still stuck, the next probe fails too."""
+
+    def __init__(self, database_url: Any):
+        self.database_url = database_url
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="store-probe")
+        self._database: Any = None
+
+    def check(self) -> None:
+        """Raises if the store does not answer (run in `self.thread`)."""
+        from projections.db import Database
+
+        if self._database is None:
+            self._database = Database(self.database_url, read_only=True)
+        self._database.query("SELECT 1")
+
+    def close(self) -> None:
+        def close_database() -> None:
+            if self._database is not None:
+                self._database.close()
+
+        self.thread.submit(close_database)
+        self.thread.shutdown(wait=False)
 
 
 def serve(port: int, host: str, health: Health, registry: Any) -> ThreadingHTTPServer:

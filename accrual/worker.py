@@ -29,7 +29,7 @@ from typing import Any
 from accrual import publisher
 from accrual.consumer import Consumer
 from accrual.follower import Follower
-from accrual.health import Health
+from accrual.health import Health, StoreProbe
 from accrual.kafka import Names, check_topics
 from accrual.leader import apply_metric_update, run_leader
 from accrual.outage import BrokerOutage, StoreOutage
@@ -47,7 +47,7 @@ TICK_TABLE = "CREATE TABLE IF NOT EXISTS worker_ticks (name TEXT PRIMARY KEY, as
 COUNTS_TABLE = "CREATE TABLE IF NOT EXISTS worker_counts (outcome TEXT PRIMARY KEY, messages BIGINT NOT NULL)"
 CHILD_STOP_SECONDS = 60.0
 PROBE_SECONDS = 2.0  # /readyz is at most this stale
-PROBE_TIMEOUT_SECONDS = 5.0  # a broker slower than this to list its topics is "not answering"
+PROBE_TIMEOUT_SECONDS = 5.0  # a broker or store slower than this to answer is "not answering"
 
 
 class Worker:
@@ -142,21 +142,26 @@ class Worker:
         both answer: an idle consumer whose servers are gone only sees empty
         polls. The store's answer is also the consumer's outage state."""
         loop = asyncio.get_running_loop()
-        while not self.stopping.is_set():
-            try:
-                await asyncio.wait_for(consumer.topics(), timeout=PROBE_TIMEOUT_SECONDS)
-                self.health.broker_ok = True
-            except Exception:  # a timeout or any error of the client: not answering
-                self.health.broker_ok = False
-            try:
-                await loop.run_in_executor(self.consumer.apply_thread, self.runtime.db.query, "SELECT 1")
-                self.health.store_ok = not self.consumer.outage.ongoing
-            except Exception:
-                self.health.store_ok = False
-            try:
-                await asyncio.wait_for(self.stopping.wait(), timeout=PROBE_SECONDS)
-            except asyncio.TimeoutError:
-                pass
+        store = StoreProbe(self.settings.database)
+        try:
+            while not self.stopping.is_set():
+                try:
+                    await asyncio.wait_for(consumer.topics(), timeout=PROBE_TIMEOUT_SECONDS)
+                    self.health.broker_ok = True
+                except Exception:  # a timeout or any error of the client: not answering
+                    self.health.broker_ok = False
+                try:
+                    await asyncio.wait_for(loop.run_in_executor(store.thread, store.check),
+                                           timeout=PROBE_TIMEOUT_SECONDS)
+                    self.health.store_ok = not self.consumer.outage.ongoing
+                except Exception:  # a timeout or any error of the store: not answering
+                    self.health.store_ok = False
+                try:
+                    await asyncio.wait_for(self.stopping.wait(), timeout=PROBE_SECONDS)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            store.close()
 
     def stop(self) -> None:
         if not self.stopping.is_set():
