@@ -45,14 +45,24 @@ class ReadModels:
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def burn_forecast(self, msisdn: str, today: date, horizons_days: tuple[int, ...] = (30, 60, 90)) -> dict[int, int]:
-        """Points that expire within each horizon from `today`."""
+        """Points that expire within each horizon from `today`. Lots that
+        have expired already (at or before 00:00 Moscow of `today`) but are
+        still in the balance because no tick has closed the day since are
+        not "expiring": `lapsed` counts them."""
         from datetime import timedelta
 
-        lots = self.lots(msisdn)
+        lots = [lot for lot in self.lots(msisdn) if lot["expires_on"] > today.isoformat()]
         return {
             days: sum(lot["remaining"] for lot in lots if lot["expires_on"] <= (today + timedelta(days=days)).isoformat())
             for days in horizons_days
         }
+
+    def lapsed(self, msisdn: str, today: date) -> tuple[int, str | None]:
+        """Points still in the balance whose lots expired at or before 00:00
+        Moscow of `today` (the next tick takes them), and the earliest such
+        expiry date."""
+        lots = [lot for lot in self.lots(msisdn) if lot["expires_on"] <= today.isoformat()]
+        return sum(lot["remaining"] for lot in lots), (lots[0]["expires_on"] if lots else None)
 
     def history(self, msisdn: str, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
         rows = self.db.query(
@@ -73,16 +83,18 @@ class ReadModels:
         self, msisdn: str, *, kinds: list[str] | None = None, since: date | None = None,
         until: date | None = None, limit: int = 50, offset: int = 0,
     ) -> tuple[list[dict[str, Any]], int]:
-        """The personal account's history: newest first, filtered by kind and
-        by the Moscow dates of `occurred_at` (both ends included), one page
-        and the number of entries that match. (Producers write `occurred_at`
-        with any offset, so the dates are compared after parsing.)"""
+        """The personal account's history: newest first by when it happened
+        (`occurred_at`; the log's order among equal moments), filtered by
+        kind and by the Moscow dates of `occurred_at` (both ends included),
+        one page and the number of entries that match. Log order alone
+        would put a late-arriving event above newer ones. (Producers write
+        `occurred_at` with any offset, so moments are compared parsed.)"""
         entries = self.history(msisdn, limit=10**9)
         if kinds:
             entries = [e for e in entries if e["kind"] in kinds]
         if since is not None or until is not None:
             entries = [e for e in entries if _within(e["occurred_at"], since, until)]
-        entries.reverse()
+        entries.sort(key=lambda e: (datetime.fromisoformat(e["occurred_at"]), e["version"]), reverse=True)
         return entries[offset:offset + limit], len(entries)
 
     def mgts_accounts_of(self, msisdn: str) -> list[dict[str, Any]]:

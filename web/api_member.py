@@ -44,6 +44,9 @@ class Me(BaseModel):
     balance: int
     lots: list[Lot]
     expiring: dict[str, int] = Field(description="points that expire within 30, 60 and 90 days")
+    lapsed: int = Field(description="points in the balance whose lots have expired already; the next daily close "
+                                    "(tick) takes them")
+    lapsed_on: str | None = Field(description="the earliest expiry date of those lots")
     mgts_accounts: list[MgtsLink]
     terms_version: str | None
     terms_accepted_at: str | None

@@ -9,7 +9,7 @@ its http-only, SameSite=Strict cookie (double submit)."""
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
+from datetime import date
 from importlib import resources
 from typing import Any
 from urllib.parse import quote
@@ -19,12 +19,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from engine.calendar import MOSCOW
 from schemas.msisdn import ascii_digits, is_msisdn
 from web.api import ApiError, error_response
 from web.app import context_of
 from web.auth import SESSION_TTL, Session
 from web.catalog import CATEGORIES
+from web.formatting import FILTERS, month, moscow_day, phone
 from web.guards import BodyTooLarge, too_large
 
 SESSION_COOKIE, CSRF_COOKIE = "accrual_session", "accrual_csrf"
@@ -33,8 +33,8 @@ HISTORY_KINDS = {
     "redeemed": "Списание", "restored": "Отмена списания", "transfer_out": "Перевод", "transfer_in": "Перевод вам",
     "transfer_returned": "Возврат перевода", "not_eligible": "Без начисления",
 }
-RULES = {"usage": "Услуги связи", "shop": "Салоны МТС", "mgts": "МГТС", "card": "Карта МТС Банка",
-         "ballyplus": "Баллы Плюс"}
+RULES = {"usage": "Услуги связи", "shop": "Покупка в салоне МТС", "mgts": "Услуги МГТС",
+         "card": "Покупки по карте МТС Банка", "ballyplus": "Баллы Плюс"}
 MESSAGES = {  # ?msg= keys; the page never echoes text from the address bar
     "code_sent": "Код отправлен по SMS. Он действует 5 минут.",
     "bad_code": "Код неверный или устарел. Запросите новый.",
@@ -65,52 +65,62 @@ MESSAGES = {  # ?msg= keys; the page never echoes text from the address bar
 
 
 
-def phone(msisdn: str | None) -> str:
-    return f"+7 {msisdn[1:4]} {msisdn[4:7]}-{msisdn[7:9]}-{msisdn[9:11]}" if msisdn and len(msisdn) == 11 else msisdn or ""
+_REASONS = {  # why points went back or were taken back, in words (unknown codes are not shown)
+    "shop_return": "возврат покупки",
+    "card_resettlement": "пересчёт по карте МТС Банка",
+    "declined": "получатель отказался",
+    "timed_out": "получатель не ответил за 24 часа",
+}
 
 
 def source_of(entry: dict[str, Any]) -> str:
-    """Where a history line's points came from, in words."""
+    """What a history line was, in words a member reads: no event ids,
+    order ids or rule codes."""
     detail, kind = entry["detail"], entry["kind"]
     if kind in ("redeemed", "restored"):
         reference = detail.get("reference") or {}
         if detail.get("purpose") == "pos":
-            text = f"скидка в салоне МТС {reference.get('store_id', '')}"
+            text = "Скидка в салоне МТС"
         else:
-            text = f"заказ «{reference.get('title') or reference.get('item_id', '')}»"
-        return text + (" — отменён" if kind == "restored" else "")
+            text = f"Заказ: {reference.get('title') or 'подарок из каталога'}"
+        return text + (" — отменён, баллы вернулись" if kind == "restored" else "")
     if kind == "transfer_out":
-        return f"перевод на {phone(detail.get('to'))}"
+        return f"Перевод на {phone(detail.get('to'))}"
     if kind == "transfer_in":
-        return f"перевод от {phone(detail.get('from'))}"
+        return f"Перевод от {phone(detail.get('from'))}"
     if kind == "transfer_returned":
-        return f"возврат перевода на {phone(detail.get('to'))}"
+        why = _REASONS.get(entry.get("reason") or "")
+        return f"Перевод на {phone(detail.get('to'))} вернулся" + (f": {why}" if why else "")
     if kind == "expired":
-        return "истёк срок действия баллов"
+        return "Истёк срок действия баллов"
+    if kind == "enrolled":
+        return "Регистрация в программе"
     if kind == "not_eligible":
-        return f"до регистрации в программе — событие {entry.get('source_event_id') or ''}"
-    parts = [RULES.get(entry["rule"] or "", entry["rule"] or "")]
-    if entry.get("reason"):
-        parts.append(f"({entry['reason']})")
-    if entry.get("source_event_id"):
-        parts.append(f"— событие {entry['source_event_id']}")
-    return " ".join(p for p in parts if p)
+        return f"{RULES.get(entry['rule'] or '', 'Операция')}: до регистрации в программе баллы не начисляются"
+    if kind == "clawed_back":
+        why = _REASONS.get(entry.get("reason") or "", "возврат")
+        return f"Списано: {why}"
+    rule = RULES.get(entry["rule"] or "", "Начисление")
+    if entry["rule"] in ("mgts", "card") and entry.get("lot_date"):
+        return f"{rule} за {month(entry['lot_date'])}"
+    return rule
 
 
-def moscow(moment: str | None) -> str:
-    """ISO text with any offset -> 'YYYY-MM-DD HH:MM' in Moscow time."""
-    if not moment:
-        return ""
-    try:
-        return datetime.fromisoformat(moment).astimezone(MOSCOW).strftime("%Y-%m-%d %H:%M")
-    except ValueError:
-        return moment
+def by_day(entries: list[dict[str, Any]]) -> list[tuple[date | None, list[dict[str, Any]]]]:
+    """History entries (newest first) grouped by their Moscow date."""
+    groups: list[tuple[date | None, list[dict[str, Any]]]] = []
+    for entry in entries:
+        when = moscow_day(entry.get("occurred_at"))
+        if not groups or groups[-1][0] != when:
+            groups.append((when, []))
+        groups[-1][1].append(entry)
+    return groups
 
 
 templates = Jinja2Templates(directory=str(resources.files("web") / "templates"))
-templates.env.globals.update(categories=CATEGORIES, kinds=HISTORY_KINDS, rules=RULES, source_of=source_of)
-templates.env.filters["phone"] = phone
-templates.env.filters["moscow"] = moscow
+templates.env.globals.update(categories=CATEGORIES, kinds=HISTORY_KINDS, rules=RULES, source_of=source_of,
+                             by_day=by_day)
+templates.env.filters.update(FILTERS)
 
 
 class Redirect(Exception):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import secrets
 from datetime import date
+from importlib import resources
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
 
 from engine.errors import RuleRefusal
 from web.app import context_of
@@ -20,13 +21,22 @@ from web.service import NotFound, UnknownReward
 router = APIRouter(include_in_schema=False)
 
 
+@router.get("/favicon.ico")
+def favicon() -> Response:
+    """Browsers ask for it on every page, whatever the page links."""
+    return FileResponse(resources.files("web") / "static" / "favicon.svg", media_type="image/svg+xml",
+                        headers={"Cache-Control": "public, max-age=86400"})
+
+
 # -- the account ------------------------------------------------------------------------------------
 
 
 @router.get("/account")
 def account(request: Request) -> Response:
     session = signed_in(request)
-    return render(request, "account.html", account=context_of(request).cabinet.account(session.msisdn))
+    cabinet = context_of(request).cabinet
+    return render(request, "account.html", account=cabinet.account(session.msisdn),
+                  expiry_months=cabinet.app.rules.expiry_months)
 
 
 @router.post("/account/enroll")

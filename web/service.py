@@ -80,13 +80,18 @@ class Cabinet:
 
         def query(reads):
             member = reads.member(msisdn) or {}
+            lots = reads.lots(msisdn)
+            lapsed, lapsed_on = reads.lapsed(msisdn, today)
             return {
                 "msisdn": msisdn,
                 "enrolled": bool(member.get("enrolled_at")),
                 "enrolled_at": member.get("enrolled_at"),
                 "balance": int(member.get("balance") or 0),
-                "lots": reads.lots(msisdn),
+                "lots": lots,
                 "expiring": {str(days): points for days, points in reads.burn_forecast(msisdn, today).items()},
+                "lapsed": lapsed,
+                "lapsed_on": lapsed_on,
+                "expiry_months": _by_expiry_month(lots, today),
                 "mgts_accounts": reads.mgts_accounts_of(msisdn),
             }
 
@@ -234,6 +239,17 @@ class Cabinet:
         if debit is None:
             raise NotFound(debit_id)
         return as_dict(debit)
+
+
+def _by_expiry_month(lots: list[dict[str, Any]], today: date) -> list[dict[str, Any]]:
+    """The points of the lots not yet expired, by the month they expire in:
+    [{"month": "2027-07-01", "points": 1200}, ...], soonest first."""
+    months: dict[str, int] = {}
+    for lot in lots:
+        if lot["expires_on"] > today.isoformat():
+            key = lot["expires_on"][:7] + "-01"
+            months[key] = months.get(key, 0) + lot["remaining"]
+    return [{"month": key, "points": points} for key, points in sorted(months.items())]
 
 
 def category_list() -> list[dict[str, str]]:
