@@ -113,3 +113,44 @@ def test_a_member_signs_in_with_the_sms_code_and_orders_a_gift(served):
             page.screenshot(path=str(ARTIFACTS / "personal-account.png"), full_page=True)
         finally:
             browser.close()
+
+
+PAGES = ("account", "history", "catalog", "transfers", "settings", "earn", "offers", "terms")
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_every_page_fits_the_screen_and_reads_in_russian(served, width):
+    """At a phone's 390 px and a desktop's 1280 px: no page scrolls sideways,
+    the points take their plural form, and a screenshot of each page is kept
+    in test-artifacts/ for a person to look at."""
+    from playwright.sync_api import expect, sync_playwright
+
+    base, env = served
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        page = browser.new_page(locale="ru-RU", viewport={"width": width, "height": 800})
+        try:
+            page.goto(f"{base}/login")
+            page.click("#sms-login")
+            page.fill("input[name=phone]", "+7 916 123-45-67")
+            page.click("button:has-text('Получить код')")
+            expect(page.locator(".message")).to_contain_text("Код отправлен")
+            outbox = json.loads(accrual(env, "sms", "outbox", "--json", "--msisdn", MEMBER))
+            page.fill("input[name=code]", re.search(r"\b(\d{6})\b", outbox[0]["text"]).group(1))
+            page.click("button:has-text('Войти')")
+            expect(page.locator(".balance")).to_have_text("700 баллов")
+            for name in PAGES:
+                page.goto(f"{base}/{name}")
+                overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+                page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"), full_page=True)
+                assert overflow <= 0, f"/{name} scrolls sideways by {overflow} px at {width} px"
+            # the menu: every section is reachable at this width (folded into «Ещё» on a phone)
+            page.goto(f"{base}/account")
+            if width < 700:
+                expect(page.locator("nav >> text=Настройки").first).not_to_be_visible()
+                page.click("summary:has-text('Ещё')")
+            page.locator("nav a:visible", has_text="Настройки").first.click()
+            expect(page).to_have_url(f"{base}/settings")
+        finally:
+            browser.close()
