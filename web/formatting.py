@@ -94,40 +94,34 @@ def month(value: date | str | None) -> str:
     return format_date(_date(value), "LLLL y", locale=RU)
 
 
-def moment(value: str | None) -> str:
-    """ISO text with any offset -> '25 июля 2026, 14:05' in Moscow time."""
+def _in_moscow(value: str | None) -> datetime | None:
+    """An ISO moment in Moscow time (a moment without an offset as written;
+    the read models write aware ones), or None if it is not one."""
     if not value:
-        return ""
+        return None
     try:
         at = datetime.fromisoformat(value)
     except ValueError:
-        return value
-    if at.tzinfo is None:  # the read models write aware moments; a bare one is shown as written
-        return f"{day(at.date())}, {at:%H:%M}"
-    local = at.astimezone(MOSCOW)
-    return f"{day(local.date())}, {local:%H:%M}"
+        return None
+    return at.astimezone(MOSCOW) if at.tzinfo else at
+
+
+def moment(value: str | None) -> str:
+    """ISO text with any offset -> '25 июля 2026, 14:05' in Moscow time."""
+    at = _in_moscow(value)
+    return f"{day(at.date())}, {at:%H:%M}" if at else value or ""
 
 
 def clock(value: str | None) -> str:
     """ISO text with any offset -> '14:05' in Moscow time."""
-    if not value:
-        return ""
-    try:
-        at = datetime.fromisoformat(value)
-    except ValueError:
-        return ""
-    return f"{(at.astimezone(MOSCOW) if at.tzinfo else at):%H:%M}"
+    at = _in_moscow(value)
+    return f"{at:%H:%M}" if at else ""
 
 
 def moscow_day(value: str | None) -> date | None:
     """The Moscow date of an ISO moment (history is grouped by it)."""
-    if not value:
-        return None
-    try:
-        at = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return (at.astimezone(MOSCOW) if at.tzinfo else at).date()
+    at = _in_moscow(value)
+    return at.date() if at else None
 
 
 def phone(msisdn: str | None) -> str:

@@ -73,6 +73,20 @@ def served(tmp_path):
         server.wait(timeout=20)
 
 
+def sign_in_with_a_code(page, base: str, env: dict) -> None:
+    """As a member would: the number, the code from the SMS (the outbox)."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{base}/login")
+    page.click("#sms-login")
+    page.fill("input[name=phone]", "+7 916 123-45-67")
+    page.click("button:has-text('Получить код')")
+    expect(page.locator(".message")).to_contain_text("Код отправлен")
+    outbox = json.loads(accrual(env, "sms", "outbox", "--json", "--msisdn", MEMBER))
+    page.fill("input[name=code]", re.search(r"\b(\d{6})\b", outbox[0]["text"]).group(1))
+    page.click("button:has-text('Войти')")
+
+
 def test_a_member_signs_in_with_the_sms_code_and_orders_a_gift(served):
     from playwright.sync_api import expect, sync_playwright
 
@@ -82,15 +96,7 @@ def test_a_member_signs_in_with_the_sms_code_and_orders_a_gift(served):
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
         page = browser.new_page(locale="ru-RU", viewport={"width": 1200, "height": 900})
         try:
-            page.goto(f"{base}/login")
-            page.click("#sms-login")
-            page.fill("input[name=phone]", "+7 916 123-45-67")
-            page.click("button:has-text('Получить код')")
-            expect(page.locator(".message")).to_contain_text("Код отправлен")
-            outbox = json.loads(accrual(env, "sms", "outbox", "--json", "--msisdn", MEMBER))
-            code = re.search(r"\b(\d{6})\b", outbox[0]["text"]).group(1)
-            page.fill("input[name=code]", code)
-            page.click("button:has-text('Войти')")
+            sign_in_with_a_code(page, base, env)
             expect(page.locator("#balance")).to_have_text("700")
             # `accrual serve` on a loopback address still sets Secure cookies
             # (the address says nothing of TLS); browsers keep them on localhost.
@@ -131,14 +137,7 @@ def test_every_page_fits_the_screen_and_reads_in_russian(served, width):
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
         page = browser.new_page(locale="ru-RU", viewport={"width": width, "height": 800})
         try:
-            page.goto(f"{base}/login")
-            page.click("#sms-login")
-            page.fill("input[name=phone]", "+7 916 123-45-67")
-            page.click("button:has-text('Получить код')")
-            expect(page.locator(".message")).to_contain_text("Код отправлен")
-            outbox = json.loads(accrual(env, "sms", "outbox", "--json", "--msisdn", MEMBER))
-            page.fill("input[name=code]", re.search(r"\b(\d{6})\b", outbox[0]["text"]).group(1))
-            page.click("button:has-text('Войти')")
+            sign_in_with_a_code(page, base, env)
             expect(page.locator(".balance")).to_have_text("700 баллов")
             for name in PAGES:
                 page.goto(f"{base}/{name}")
