@@ -122,28 +122,59 @@ def test_a_member_signs_in_with_the_sms_code_and_orders_a_gift(served):
 
 
 PAGES = ("account", "history", "catalog", "transfers", "settings", "earn", "offers", "terms")
+SIGNED_OUT_PAGES = ("login", "login/sms", "password/restore", "catalog", "earn", "offers", "terms")
+# WCAG 2.1 A and AA, as axe-core tags them
+WCAG_21_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+
+
+def axe_findings(page) -> list[str]:
+    """axe-core's serious and critical violations of WCAG 2.1 AA on the page
+    shown. axe.min.js is the npm package's build, as shipped inside the
+    axe-playwright-python wheel (npm is not reachable from CI)."""
+    from importlib import resources
+
+    page.add_script_tag(path=str(resources.files("axe_playwright_python") / "axe.min.js"))
+    result = page.evaluate("tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})", WCAG_21_AA)
+    assert result["passes"], "axe-core ran no check"
+    return [f"{v['impact']} {v['id']}: {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+            for v in result["violations"] if v["impact"] in ("serious", "critical")]
 
 
 @pytest.mark.parametrize("width", [390, 1280])
-def test_every_page_fits_the_screen_and_reads_in_russian(served, width):
+def test_every_page_fits_the_screen_reads_in_russian_and_passes_axe(served, width):
     """At a phone's 390 px and a desktop's 1280 px: no page scrolls sideways,
-    the points take their plural form, and a screenshot of each page is kept
-    in test-artifacts/ for a person to look at."""
+    axe-core finds no serious or critical WCAG 2.1 AA violation, the points
+    take their plural form, and a screenshot of each page is kept in
+    test-artifacts/ for a person to look at."""
     from playwright.sync_api import expect, sync_playwright
 
     base, env = served
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
-        page = browser.new_page(locale="ru-RU", viewport={"width": width, "height": 800})
+        # The pages' Content-Security-Policy forbids inline scripts; the test
+        # browser lifts it so that axe-core can be injected.
+        page = browser.new_page(locale="ru-RU", viewport={"width": width, "height": 800}, bypass_csp=True)
+        findings: dict[str, list[str]] = {}
+
+        def check(name: str, signed_in: bool) -> None:
+            page.goto(f"{base}/{name}")
+            overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            shot = f"{name.replace('/', '-')}{'' if signed_in else '-signed-out'}-{width}.png"
+            page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
+            assert overflow <= 0, f"/{name} scrolls sideways by {overflow} px at {width} px"
+            found = axe_findings(page)
+            if found:
+                findings[f"/{name}{'' if signed_in else ' (signed out)'}"] = found
+
         try:
+            for name in SIGNED_OUT_PAGES:
+                check(name, signed_in=False)
             sign_in_with_a_code(page, base, env)
             expect(page.locator(".balance")).to_have_text("700 баллов")
             for name in PAGES:
-                page.goto(f"{base}/{name}")
-                overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-                page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"), full_page=True)
-                assert overflow <= 0, f"/{name} scrolls sideways by {overflow} px at {width} px"
+                check(name, signed_in=True)
+            assert not findings, f"axe-core at {width} px: {findings}"
             # the menu: every section is reachable at this width (folded into «Ещё» on a phone)
             page.goto(f"{base}/account")
             if width < 700:
