@@ -21,6 +21,19 @@ CATEGORIES = {
     "bank": "МТС Банк",
 }
 PRICE_MAX = 10_000_000
+# How a member gets a gift of each category, unless its entry in the
+# catalogue file says otherwise (`delivery = "..."`).
+DELIVERY = {
+    "communication": "Пакет подключится на ваш номер в течение часа; о подключении придёт SMS.",
+    "ringback": "Услуга подключится на ваш номер в течение часа; мелодию можно выбрать в приложении «Гудок».",
+    "gadgets": "Заберите заказ в салоне МТС, назвав номер заказа и показав паспорт; он ждёт 14 дней.",
+    "entertainment": "Код активации придёт по SMS в течение часа.",
+    "partners": "Промокод партнёра придёт по SMS в течение часа.",
+    "books": "Подписка подключится к вашему номеру в МТС Книгах в течение часа.",
+    "games": "Код активации придёт по SMS в течение часа.",
+    "mgts": "Скидка будет учтена в ближайшем счёте МГТС.",
+    "bank": "Бонус появится в приложении МТС Банка в течение суток.",
+}
 
 
 class CatalogFileError(ValueError):
@@ -34,10 +47,15 @@ class Reward:
     title: str
     points: int
     description: str
+    delivery: str = ""  # how the member gets it; the category's default when empty
 
     @property
     def category_title(self) -> str:
         return CATEGORIES[self.category]
+
+    @property
+    def how_to_get(self) -> str:
+        return self.delivery or DELIVERY[self.category]
 
 
 @dataclass(frozen=True)
@@ -68,7 +86,8 @@ def load_catalog(path: Path | None = None) -> dict[str, Reward]:
     rewards: dict[str, Reward] = {}
     try:
         for raw in data["rewards"]:
-            reward = Reward(str(raw["id"]), raw["category"], raw["title"], raw["points"], raw.get("description", ""))
+            reward = Reward(str(raw["id"]), raw["category"], raw["title"], raw["points"], raw.get("description", ""),
+                            raw.get("delivery", ""))
             if reward.category not in CATEGORIES:
                 raise CatalogFileError(f"reward {reward.item_id}: unknown category {reward.category!r}")
             if not isinstance(reward.points, int) or not 0 < reward.points <= PRICE_MAX:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import date
 from importlib import resources
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import FileResponse, Response
@@ -84,7 +85,19 @@ def catalog(request: Request, category: str = "") -> Response:
     balance = cabinet.account(session.msisdn)["balance"] if session else None
     orders = cabinet.orders(session.msisdn) if session else []
     return render(request, "catalog.html", rewards=cabinet.rewards(category or None), category=category,
-                  balance=balance, orders=orders, order_key=secrets.token_urlsafe(12))
+                  balance=balance, orders=orders)
+
+
+@router.get("/catalog/confirm")
+def confirm_order(request: Request, item_id: str = "") -> Response:
+    """The step before an order: what, the price, the balance after."""
+    session = signed_in(request)
+    cabinet = context_of(request).cabinet
+    reward = cabinet.catalog.get(item_id[:100])
+    if reward is None:
+        return go("/catalog", "refused")
+    balance = cabinet.account(session.msisdn)["balance"]
+    return render(request, "order_confirm.html", reward=reward, balance=balance, order_key=secrets.token_urlsafe(12))
 
 
 @router.post("/catalog/order")
@@ -93,14 +106,29 @@ def order(request: Request, item_id: str = Form(""), key: str = Form(""), code: 
     check_csrf(request, csrf)
     session = signed_in(request)
     if not confirmed(request, session, code):
-        return go("/catalog", "confirm")
+        return go(f"/catalog/confirm?item_id={quote(item_id[:100])}", "confirm")
     try:
-        context_of(request).cabinet.order(session.msisdn, item_id[:100], key[:100] or secrets.token_urlsafe(12))
+        placed = context_of(request).cabinet.order(session.msisdn, item_id[:100],
+                                                   key[:100] or secrets.token_urlsafe(12))
     except UnknownReward:
         return go("/catalog", "refused")
     except RuleRefusal as refusal:
         return go("/catalog", refusal.reason if refusal.reason in MESSAGES else "refused")
-    return go("/catalog", "ordered")
+    return go(f"/orders/{quote(placed['order_id'])}")
+
+
+@router.get("/orders/{order_id}")
+def order_done(request: Request, order_id: str) -> Response:
+    """An order of the member's: what, its status, how to get it."""
+    session = signed_in(request)
+    cabinet = context_of(request).cabinet
+    try:
+        placed = cabinet.order_status(session.msisdn, order_id[:100])
+    except NotFound:
+        return render(request, "error.html", status=404, detail="Такого заказа нет среди ваших.")
+    reward = cabinet.catalog.get(placed["item_id"] or "")
+    return render(request, "order_done.html", order=placed, reward=reward,
+                  balance=cabinet.account(session.msisdn)["balance"])
 
 
 @router.get("/transfers")
@@ -108,7 +136,34 @@ def transfers(request: Request) -> Response:
     session = signed_in(request)
     cabinet = context_of(request).cabinet
     return render(request, "transfers.html", transfers=cabinet.transfers(session.msisdn),
-                  balance=cabinet.account(session.msisdn)["balance"], transfer_key=secrets.token_urlsafe(12))
+                  balance=cabinet.account(session.msisdn)["balance"])
+
+
+def _transfer_form(recipient: str, points: str) -> tuple[str, int] | Response:
+    """The recipient's number and the points of a transfer form, or the
+    redirect that says which one is wrong."""
+    to = normalize_phone(recipient)
+    if to is None:
+        return go("/transfers", "bad_phone")
+    amount = parse_points(points)
+    if amount is None:
+        return go("/transfers", "invalid_points")
+    return to, amount
+
+
+@router.post("/transfers/confirm")
+def confirm_transfer(request: Request, recipient: str = Form(""), points: str = Form(""),
+                     csrf: str = Form("")) -> Response:
+    """The step before a transfer: to whom, how many, the balance after."""
+    check_csrf(request, csrf)
+    session = signed_in(request)
+    form = _transfer_form(recipient, points)
+    if isinstance(form, Response):
+        return form
+    to, amount = form
+    balance = context_of(request).cabinet.account(session.msisdn)["balance"]
+    return render(request, "transfer_confirm.html", recipient=to, points=amount, balance=balance,
+                  transfer_key=secrets.token_urlsafe(12))
 
 
 @router.post("/transfers")
@@ -116,12 +171,10 @@ def transfer(request: Request, recipient: str = Form(""), points: str = Form("")
              code: str = Form(""), csrf: str = Form("")) -> Response:
     check_csrf(request, csrf)
     session = signed_in(request)
-    to = normalize_phone(recipient)
-    if to is None:
-        return go("/transfers", "bad_phone")
-    amount = parse_points(points)
-    if amount is None:
-        return go("/transfers", "invalid_points")
+    form = _transfer_form(recipient, points)
+    if isinstance(form, Response):
+        return form
+    to, amount = form
     if not confirmed(request, session, code):
         return go("/transfers", "confirm")
     try:

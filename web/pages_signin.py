@@ -2,6 +2,8 @@
 agreement, restoring a password, and Settings."""
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
@@ -209,5 +211,7 @@ def confirm_code(request: Request, csrf: str = Form(""), back: str = Form("/acco
     check_csrf(request, csrf)
     session = signed_in(request)
     failed = _send(request, session.msisdn, "confirm")
-    back = back if back in ("/catalog", "/transfers") else "/account"
+    # Only our own pages: an open redirect would carry the member anywhere.
+    confirming = re.fullmatch(r"/catalog/confirm\?item_id=[A-Za-z0-9._-]{1,100}", back)
+    back = back if back in ("/catalog", "/transfers") or confirming else "/account"
     return go(back, failed or "code_sent")

@@ -57,11 +57,17 @@ def test_a_member_sees_balance_history_catalogue_and_orders_a_gift(client, progr
     catalog = client.get("/catalog")
     for title in ("Услуги связи", "Мелодии вместо гудков", "МТС Банк", "МГТС"):
         assert title in catalog.text
-    key = re.search(r'name="key" value="([^"]+-gudok-month)"', catalog.text).group(1)
-    ordered = client.post("/catalog/order", data={"item_id": "gudok-month", "key": key, "csrf": csrf_of(catalog)})
-    assert "Заказ оформлен" in ordered.text and 'id="balance">400<' in ordered.text and "оформлен" in ordered.text
-    client.post("/catalog/order", data={"item_id": "gudok-month", "key": key, "csrf": csrf_of(catalog)})
+    # the order has a step that shows what it costs and what is left: 500 - 100 = 400
+    confirm = client.get("/catalog/confirm", params={"item_id": "gudok-month"})
+    assert "«Гудок»: мелодия на месяц" in confirm.text and 'id="after">400\xa0баллов<' in confirm.text
+    assert 'id="balance">500<' in client.get("/account").text  # nothing is spent before the confirmation
+    key = re.search(r'name="key" value="([^"]+-gudok-month)"', confirm.text).group(1)
+    ordered = client.post("/catalog/order", data={"item_id": "gudok-month", "key": key, "csrf": csrf_of(confirm)})
+    assert "Заказ оформлен" in ordered.text and 'id="balance">400<' in ordered.text
+    assert "Как получить" in ordered.text and "в течение часа" in ordered.text and ordered.url.path.startswith("/orders/")
+    client.post("/catalog/order", data={"item_id": "gudok-month", "key": key, "csrf": csrf_of(confirm)})
     assert 'id="balance">400<' in client.get("/account").text  # a resubmitted form is the same order
+    assert "оформлен" in client.get("/catalog").text
     redeemed = client.get("/history?kind=redeemed").text
     assert "Списание" in redeemed and "Заказ: «Гудок»: мелодия на месяц" in redeemed
 
@@ -78,8 +84,12 @@ def test_transfers_on_pages(client, programme):
     member_with_points(programme, BOB, 0)
     page_sign_in(client, ALICE)
     page = client.get("/transfers")
-    key = re.search(r'name="key" value="([^"]+)"', page.text).group(1)
-    sent = client.post("/transfers", data={"recipient": "8" + BOB[1:], "points": "40", "key": key, "csrf": csrf_of(page)})
+    # the transfer has a step that shows to whom, how many and what is left: 100 - 40 = 60
+    confirm = client.post("/transfers/confirm", data={"recipient": "8" + BOB[1:], "points": "40", "csrf": csrf_of(page)})
+    assert "+7 916 000-00-02" in confirm.text and 'id="after">60\xa0баллов<' in confirm.text
+    key = re.search(r'name="key" value="([^"]+)"', confirm.text).group(1)
+    recipient = re.search(r'name="recipient" value="([^"]+)"', confirm.text).group(1)
+    sent = client.post("/transfers", data={"recipient": recipient, "points": "40", "key": key, "csrf": csrf_of(confirm)})
     assert "Перевод отправлен" in sent.text and 'id="balance">60<' in sent.text
     client.post("/logout", data={"csrf": csrf_of(sent)})
     page_sign_in(client, BOB)
@@ -127,14 +137,24 @@ def test_a_network_session_on_pages_orders_only_with_a_confirmation_code(gateway
     member_with_points(programme, ALICE, 500)
     login = gateway_client.get("/login", headers={"X-MSISDN": ALICE})
     gateway_client.post("/login/network", headers={"X-MSISDN": ALICE}, data={"accept": "yes", "csrf": csrf_of(login)})
-    catalog = gateway_client.get("/catalog")
-    assert "Получить код подтверждения" in catalog.text
-    form = {"item_id": "gudok-month", "key": "k-net", "csrf": csrf_of(catalog)}
+    confirm = gateway_client.get("/catalog/confirm", params={"item_id": "gudok-month"})
+    assert "Получить код подтверждения" in confirm.text and 'name="code"' in confirm.text
+    form = {"item_id": "gudok-month", "key": "k-net", "csrf": csrf_of(confirm)}
     refused = gateway_client.post("/catalog/order", data={**form, "code": "000000"})
     assert "Подтвердите операцию" in refused.text and 'id="balance">500<' in refused.text
-    gateway_client.post("/confirm/code", data={"csrf": csrf_of(catalog), "back": "/catalog"})
+    assert refused.url.path == "/catalog/confirm"  # back at the confirmation step of the same gift
+    sent = gateway_client.post("/confirm/code", data={"csrf": csrf_of(confirm), "back": "/catalog/confirm?item_id=gudok-month"})
+    assert sent.url.path == "/catalog/confirm" and "Код отправлен" in sent.text
     ordered = gateway_client.post("/catalog/order", data={**form, "code": last_code(gateway_client.app, ALICE)})
     assert "Заказ оформлен" in ordered.text and 'id="balance">400<' in ordered.text
+
+
+def test_the_code_request_returns_only_to_our_own_pages(client):
+    page_sign_in(client)
+    form = client.get("/account")
+    for back in ("https://evil.example/", "//evil.example", "/catalog/confirm?item_id=x&next=//evil"):
+        answer = client.post("/confirm/code", data={"csrf": csrf_of(form), "back": back}, follow_redirects=False)
+        assert answer.headers["location"].startswith("/account"), back
 
 
 def test_pages_forbid_framing_and_caching_and_escape_what_they_show(client, programme):

@@ -145,16 +145,20 @@ def test_orders_and_transfers_show_short_references_not_ids(client, programme):
     member_with_points(programme, ALICE, 500)
     member_with_points(programme, BOB, 0)
     page_sign_in(client)
-    catalog = client.get("/catalog")
-    key = re.search(r'name="key" value="([^"]+-gudok-month)"', catalog.text).group(1)
-    ordered = client.post("/catalog/order", data={"item_id": "gudok-month", "key": key, "csrf": csrf_of(catalog)})
-    orders = re.search(r'<ul class="orders" id="orders">(.*?)</ul>', ordered.text, re.S).group(1)
+    confirm = client.get("/catalog/confirm", params={"item_id": "gudok-month"})
+    key = re.search(r'name="key" value="([^"]+-gudok-month)"', confirm.text).group(1)
+    done = client.post("/catalog/order", data={"item_id": "gudok-month", "key": key, "csrf": csrf_of(confirm)})
+    assert re.search(r"<b>№\xa0[0-9A-Z]{8}</b>", done.text)
+    assert not re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-", _text(done.text))  # no UUID shown on the done page
+    catalog = client.get("/catalog").text
+    orders = re.search(r'<ul class="orders" id="orders">(.*?)</ul>', catalog, re.S).group(1)
     assert re.search(r"Заказ №\xa0[0-9A-Z]{8}", orders)
-    assert not re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-", ordered.text)  # no UUID anywhere on the page
+    assert not re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-", catalog)  # no UUID anywhere on the page
     page = client.get("/transfers")
-    transfer_key = re.search(r'name="key" value="([^"]+)"', page.text).group(1)
+    confirm = client.post("/transfers/confirm", data={"recipient": BOB, "points": "40", "csrf": csrf_of(page)})
+    transfer_key = re.search(r'name="key" value="([^"]+)"', confirm.text).group(1)
     sent = client.post("/transfers", data={"recipient": BOB, "points": "40", "key": transfer_key,
-                                           "csrf": csrf_of(page)})
+                                           "csrf": csrf_of(confirm)})
     listed = re.search(r'<ul class="transfers" id="transfers">(.*?)</ul>', sent.text, re.S).group(1)
     assert "Вы → +7 916 000-00-02" in listed and "Ожидает ответа до" in listed
     assert not re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-", _text(sent.text))
