@@ -400,6 +400,7 @@ def schemas_export(directory: Path) -> None:
 def serve(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
     port: int = typer.Option(8000, min=1, max=65535),
+    workers: int = typer.Option(1, min=1, max=64, help="server processes sharing the port and the store"),
 ) -> None:
     """The personal account: web pages and the JSON API (/openapi.json)."""
     import uvicorn
@@ -418,10 +419,24 @@ def serve(
     except (CatalogFileError, RulesFileError) as error:
         err.print(f"[red]configuration error:[/red] {error}")
         raise typer.Exit(2) from error
-    err.print(f"personal account on http://{host}:{port}/ (API: /openapi.json), store {settings.database.redacted()}")
+    err.print(f"personal account on http://{host}:{port}/ (API: /openapi.json), store {settings.database.redacted()}"
+              + (f", {workers} processes" if workers > 1 else ""))
     # proxy_headers off: the client address is the TCP peer; X-MSISDN and
     # X-Forwarded-For are read only from ACCRUAL_TRUSTED_PROXIES (web.app).
-    uvicorn.run(web_app, host=host, port=port, proxy_headers=False, server_header=False, log_level="info")
+    options: dict = {"host": host, "port": port, "proxy_headers": False, "server_header": False, "log_level": "info"}
+    if workers == 1:
+        uvicorn.run(web_app, **options)
+        return
+    # Several processes: each builds its own application from the same
+    # environment (uvicorn imports the factory in each). Nothing of a
+    # process's state needs the others: sessions, codes and rate limits are
+    # rows of the store (limits taken in one transaction, docs/security.md),
+    # commands are units of work that retry on another writer's conflict,
+    # and each process's read-model follower coordinates with the others
+    # through the read models' position row. The application built above
+    # only checked the configuration.
+    web_app.state.context.close()
+    uvicorn.run("web.app:create_app", factory=True, workers=workers, **options)
 
 
 def _settings() -> Settings:

@@ -44,25 +44,27 @@ class ReadModels:
         keys = ("lot_id", "rule", "lot_date", "expires_on", "points", "remaining")
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
-    def burn_forecast(self, msisdn: str, today: date, horizons_days: tuple[int, ...] = (30, 60, 90)) -> dict[int, int]:
-        """Points that expire within each horizon from `today`. Lots that
-        have expired already (at or before 00:00 Moscow of `today`) but are
-        still in the balance because no tick has closed the day since are
-        not "expiring": `lapsed` counts them."""
+    def burn_forecast(self, msisdn: str, today: date, horizons_days: tuple[int, ...] = (30, 60, 90),
+                      lots: list[dict[str, Any]] | None = None) -> dict[int, int]:
+        """Points that expire within each horizon from `today` (of `lots`,
+        the member's lots if already read). Lots that have expired already
+        (at or before 00:00 Moscow of `today`) but are still in the balance
+        because no tick has closed the day since are not "expiring":
+        `lapsed` counts them."""
         from datetime import timedelta
 
-        lots = [lot for lot in self.lots(msisdn) if lot["expires_on"] > today.isoformat()]
+        valid = [lot for lot in (self.lots(msisdn) if lots is None else lots) if lot["expires_on"] > today.isoformat()]
         return {
-            days: sum(lot["remaining"] for lot in lots if lot["expires_on"] <= (today + timedelta(days=days)).isoformat())
+            days: sum(lot["remaining"] for lot in valid if lot["expires_on"] <= (today + timedelta(days=days)).isoformat())
             for days in horizons_days
         }
 
-    def lapsed(self, msisdn: str, today: date) -> tuple[int, str | None]:
+    def lapsed(self, msisdn: str, today: date, lots: list[dict[str, Any]] | None = None) -> tuple[int, str | None]:
         """Points still in the balance whose lots expired at or before 00:00
         Moscow of `today` (the next tick takes them), and the earliest such
         expiry date."""
-        lots = [lot for lot in self.lots(msisdn) if lot["expires_on"] <= today.isoformat()]
-        return sum(lot["remaining"] for lot in lots), (lots[0]["expires_on"] if lots else None)
+        past = [lot for lot in (self.lots(msisdn) if lots is None else lots) if lot["expires_on"] <= today.isoformat()]
+        return sum(lot["remaining"] for lot in past), (past[0]["expires_on"] if past else None)
 
     def history(self, msisdn: str, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
         rows = self.db.query(

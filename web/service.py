@@ -81,14 +81,14 @@ class Cabinet:
         def query(reads):
             member = reads.member(msisdn) or {}
             lots = reads.lots(msisdn)
-            lapsed, lapsed_on = reads.lapsed(msisdn, today)
+            lapsed, lapsed_on = reads.lapsed(msisdn, today, lots)
             return {
                 "msisdn": msisdn,
                 "enrolled": bool(member.get("enrolled_at")),
                 "enrolled_at": member.get("enrolled_at"),
                 "balance": int(member.get("balance") or 0),
                 "lots": lots,
-                "expiring": {str(days): points for days, points in reads.burn_forecast(msisdn, today).items()},
+                "expiring": {str(days): points for days, points in reads.burn_forecast(msisdn, today, lots=lots).items()},
                 "lapsed": lapsed,
                 "lapsed_on": lapsed_on,
                 "expiry_months": _by_expiry_month(lots, today),

@@ -108,3 +108,73 @@ def test_serve_refuses_a_broken_catalogue_file(sqlite_url, tmp_path):
     broken.write_text('[[rewards]]\nid = "x"\ncategory = "cars"\ntitle = "Машина"\npoints = 5\n')
     result = accrual(sqlite_url, "serve", ACCRUAL_CATALOG_FILE=str(broken))
     assert result.exit_code == 2 and "unknown category 'cars'" in result.stderr
+
+
+def test_serve_with_two_workers_shares_the_store_and_its_limits(tmp_path):
+    """`accrual serve --workers 2`: two server processes on one port and one
+    store. Orders of two members placed at once through both are each taken
+    once, and the SMS limit of a number holds across the processes."""
+    import concurrent.futures
+    import os
+    import re
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from tests.programme import TOPICS
+
+    url = f"sqlite:///{tmp_path / 'accrual.sqlite3'}"
+    env = {**os.environ, "ACCRUAL_DATABASE_URL": url}
+    members = ["79160000101", "79160000102"]
+    feed = tmp_path / "feed.jsonl"
+    feed.write_text("".join(json.dumps(m) + "\n" for i, msisdn in enumerate(members) for m in (
+        {"topic": TOPICS["member_enrolled"], "event_id": f"e-{i}", "type": "member_enrolled",
+         "occurred_at": "2026-10-01T10:00:00+03:00", "msisdn": msisdn, "channel": "shop"},
+        {"topic": TOPICS["ballyplus_transfer"], "event_id": f"b-{i}", "type": "ballyplus_transfer",
+         "occurred_at": "2026-10-05T10:00:00+03:00", "msisdn": msisdn, "partner_points": 1000})))
+    assert accrual(url, "ingest", str(feed)).exit_code == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "accrual.cli", "serve", "--port", str(port), "--workers", "2"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            pytest.fail(f"accrual serve --workers 2 did not answer: {server.stderr.read() if server.poll() else ''}")
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        assert len(children) >= 2  # the worker processes (uvicorn may add a helper)
+        tokens = []
+        for msisdn in members:
+            assert httpx.post(f"{base}/api/v1/auth/otp/request", json={"msisdn": msisdn, "purpose": "login"}).status_code == 202
+            outbox = json.loads(accrual(url, "sms", "outbox", "--json", "--msisdn", msisdn).stdout)
+            code = re.search(r"\b(\d{6})\b", outbox[0]["text"]).group(1)
+            answer = httpx.post(f"{base}/api/v1/auth/otp/verify", json={"msisdn": msisdn, "code": code, "accept_terms": True})
+            tokens.append(answer.json()["token"])
+
+        def order(n: int) -> int:
+            # a new connection each time, so that both processes take some
+            return httpx.post(f"{base}/api/v1/orders", headers={"Authorization": f"Bearer {tokens[n % 2]}"},
+                              json={"item_id": "gudok-month", "idempotency_key": f"k{n}"}, timeout=30).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(order, range(16)))
+        assert statuses == [201] * 16
+        # each member ordered 8 gifts of 100 points: 1,000 - 800 = 200
+        for token in tokens:
+            assert httpx.get(f"{base}/api/v1/me", headers={"Authorization": f"Bearer {token}"}).json()["balance"] == 200
+        # the SMS limit of a number (3 in 10 minutes) counts across both processes: the sign-in used one
+        sent = [httpx.post(f"{base}/api/v1/auth/otp/request", json={"msisdn": members[0], "purpose": "login"}).status_code
+                for _ in range(4)]
+        assert sent == [202, 202, 429, 429]
+    finally:
+        server.terminate()
+        server.wait(30)
