@@ -23,10 +23,11 @@ LATEST = 2**62  # "up to any version": read from the store, past the cache
 
 
 class UnitOfWork:
-    """`fresh`: read aggregates from the store, not from this process's cache
-    (commands of the personal account: other processes write the same
-    accounts). Otherwise the cache is trusted: one process owns the accounts
-    it applies messages to (a file ingest, the worker of a partition)."""
+    """`fresh`: aggregates as stored now, the cached ones brought up to date
+    with what other writers saved since (commands of the personal account:
+    other processes write the same accounts). Otherwise the cache is
+    trusted: one process owns the accounts it applies messages to (a file
+    ingest, the worker of a partition)."""
 
     def __init__(self, app: Any, fresh: bool = False):
         self.app = app
@@ -62,7 +63,7 @@ class UnitOfWork:
             if aggregate_id in self.absent:
                 return None
             try:
-                aggregate = self.app.repository.get(aggregate_id, version=LATEST if self.fresh else None)
+                aggregate = self.app.latest(aggregate_id) if self.fresh else self.app.repository.get(aggregate_id)
             except AggregateNotFoundError:
                 return None
             self.touched[aggregate_id] = aggregate

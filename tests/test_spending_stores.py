@@ -149,6 +149,30 @@ def test_concurrent_debits_never_take_the_balance_below_zero(database_url):
         assert Programme(runtime).balance(ANNA) == 0
 
 
+def test_a_command_brings_its_cached_account_up_to_date_with_another_process(database_url):
+    # given Anna has 10 points, and web process A has her account cached from a debit of 3 (10 - 3 = 7)
+    with Runtime(settings_for(database_url)) as runtime:
+        p = Programme(runtime)
+        p.enroll(ANNA, "2026-01-01 00:00")
+        p.ballyplus(ANNA, 10, "2026-03-05 10:00")
+    first, second = _application(database_url), _application(database_url)
+    try:
+        assert first.debit(ANNA, 3, purpose="pos", idempotency_key="a1", reference={},
+                           at=at("2026-04-01T10:00")).balance_after == 7
+        assert first.is_cached(first.member(ANNA).id)
+        # when process B debits 2 (7 - 2 = 5) and then A debits 1
+        assert second.debit(ANNA, 2, purpose="pos", idempotency_key="b1", reference={},
+                            at=at("2026-04-01T10:01")).balance_after == 5
+        after = first.debit(ANNA, 1, purpose="pos", idempotency_key="a2", reference={}, at=at("2026-04-01T10:02"))
+        # then A's command saw B's debit: 5 - 1 = 4, and A's cache holds the stored state
+        assert after.balance_after == 4
+        cached = first.latest(first.member(ANNA).id)
+        assert cached.balance == 4 and cached.version == second.member(ANNA).version
+    finally:
+        first.close()
+        second.close()
+
+
 def test_a_tick_whose_cached_account_was_spent_from_elsewhere_runs_again_on_the_stored_state(database_url):
     # given the worker (first) has Anna's account cached, and the personal account (second) spends from it
     with Runtime(settings_for(database_url)) as first, Runtime(settings_for(database_url)) as second:
