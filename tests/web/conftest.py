@@ -4,7 +4,14 @@ the code from the SMS outbox."""
 from __future__ import annotations
 
 import re
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
+
+import httpx
 
 import pytest
 from fastapi.testclient import TestClient
@@ -78,3 +85,32 @@ def member_with_points(programme: Programme, msisdn: str, points: int) -> None:
     programme.enroll(msisdn, "2026-11-01 10:00", channel="shop")
     if points:
         programme.ballyplus(msisdn, points, "2026-11-20 10:00")
+
+
+@contextmanager
+def serving(env: dict[str, str], *args: str, timeout: float = 30):
+    """`accrual serve` (with `args`, e.g. --workers 2) on a free port of
+    127.0.0.1 in a process of its own; yields (its base URL, the process)
+    once /readyz answers 200, and stops it afterwards."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "accrual.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+                               *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"accrual serve {' '.join(args)} did not answer: {server.stderr.read()[-2000:]}")
+            time.sleep(0.1)
+        yield base, server
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

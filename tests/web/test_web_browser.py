@@ -9,16 +9,14 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.programme import TOPICS
+from tests.web.conftest import serving
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,12 +29,6 @@ def accrual(env, *args) -> str:
     done = subprocess.run([sys.executable, "-m", "accrual.cli", *args], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return done.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -52,25 +44,8 @@ def served(tmp_path):
     feed = tmp_path / "feed.jsonl"
     feed.write_text("".join(json.dumps(m) + "\n" for m in messages))
     accrual(env, "ingest", str(feed))
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "accrual.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base}/login", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("accrual serve did not answer within 20 s")
+    with serving(env) as (base, _):
         yield base, env
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
 
 
 def sign_in_with_a_code(page, base: str, env: dict) -> None:

@@ -117,13 +117,10 @@ def test_serve_with_two_workers_shares_the_store_and_its_limits(tmp_path):
     import concurrent.futures
     import os
     import re
-    import socket
-    import subprocess
-    import sys
-    import time
     from pathlib import Path
 
     from tests.programme import TOPICS
+    from tests.web.conftest import serving
 
     url = f"sqlite:///{tmp_path / 'accrual.sqlite3'}"
     env = {**os.environ, "ACCRUAL_DATABASE_URL": url}
@@ -135,21 +132,7 @@ def test_serve_with_two_workers_shares_the_store_and_its_limits(tmp_path):
         {"topic": TOPICS["ballyplus_transfer"], "event_id": f"b-{i}", "type": "ballyplus_transfer",
          "occurred_at": "2026-10-05T10:00:00+03:00", "msisdn": msisdn, "partner_points": 1000})))
     assert accrual(url, "ingest", str(feed)).exit_code == 0
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "accrual.cli", "serve", "--port", str(port), "--workers", "2"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            pytest.fail(f"accrual serve --workers 2 did not answer: {server.stderr.read() if server.poll() else ''}")
+    with serving(env, "--workers", "2") as (base, server):
         children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
         assert len(children) >= 2  # the worker processes (uvicorn may add a helper)
         tokens = []
@@ -175,6 +158,3 @@ def test_serve_with_two_workers_shares_the_store_and_its_limits(tmp_path):
         sent = [httpx.post(f"{base}/api/v1/auth/otp/request", json={"msisdn": members[0], "purpose": "login"}).status_code
                 for _ in range(4)]
         assert sent == [202, 202, 429, 429]
-    finally:
-        server.terminate()
-        server.wait(30)
