@@ -57,11 +57,11 @@ class Me(BaseModel):
 @router.get("/me", response_model=Me)
 def me(session: Member, request: Request) -> Me:
     context = context_of(request)
-    terms = context.auth.accepted_terms(session.msisdn) or (None, None)
+    has_password, terms = context.auth.credentials(session.msisdn)
+    version, accepted_at = terms or (None, None)
     return Me(
         **context.cabinet.account(session.msisdn),
-        terms_version=terms[0], terms_accepted_at=terms[1],
-        has_password=context.auth.has_password(session.msisdn), session_via=session.via,
+        terms_version=version, terms_accepted_at=accepted_at, has_password=has_password, session_via=session.via,
     )
 
 

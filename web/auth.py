@@ -235,9 +235,17 @@ class Auth:
             )
             tx.execute("DELETE FROM web_login_failures WHERE msisdn = ?", (msisdn,))
 
-    def has_password(self, msisdn: str) -> bool:
-        rows = self.store.query("SELECT password_hash FROM web_credentials WHERE msisdn = ?", (msisdn,))
-        return bool(rows and rows[0][0])
+    def credentials(self, msisdn: str) -> tuple[bool, tuple[str, str] | None]:
+        """Whether the number has a password, and the agreement it accepted
+        (version, when): `has_password` and `accepted_terms` in one query,
+        for the pages and the API that show both."""
+        rows = self.store.query(
+            "SELECT password_hash, terms_version, terms_accepted_at FROM web_credentials WHERE msisdn = ?", (msisdn,)
+        )
+        if not rows:
+            return False, None
+        password_hash, version, accepted_at = rows[0]
+        return bool(password_hash), ((version, accepted_at) if version else None)
 
     # -- the user agreement --------------------------------------------------------------------
 

@@ -171,8 +171,9 @@ def restore_confirm(request: Request, phone: str = Form(""), code: str = Form(""
 def settings_page(request: Request) -> Response:
     session = signed_in(request)
     auth = context_of(request).auth
-    return render(request, "settings.html", has_password=auth.has_password(session.msisdn),
-                  terms=auth.accepted_terms(session.msisdn), code_sent=request.query_params.get("sent") == "1")
+    has_password, terms = auth.credentials(session.msisdn)
+    return render(request, "settings.html", has_password=has_password, terms=terms,
+                  code_sent=request.query_params.get("sent") == "1")
 
 
 @router.post("/settings/code")
