@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import RuleRefusal
@@ -80,8 +81,15 @@ def bearer_token(credentials: Credentials) -> str:
     return credentials.credentials if credentials is not None else ""
 
 
-def member(request: Request, credentials: Annotated[Credentials, Depends(member_token_scheme)]) -> Session:
-    session = context_of(request).auth.session(bearer_token(credentials), "api")
+async def member(request: Request, credentials: Annotated[Credentials, Depends(member_token_scheme)]) -> Session:
+    """The member's session. Read without a write where it can be (the
+    last use is written once a minute, an ended session deleted): those
+    cases go to the thread pool, as every write of the web store does."""
+    context = context_of(request)
+    token = bearer_token(credentials)
+    session = await context.cabinet.read(lambda reads: context.auth.peek_session(token, "api", reads.db))
+    if session is None:
+        session = await run_in_threadpool(context.auth.session, token, "api")
     if session is None:
         raise ApiError(401, "unauthorized", "a member's bearer token is required",
                        headers={"WWW-Authenticate": "Bearer"})

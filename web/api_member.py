@@ -55,14 +55,17 @@ class Me(BaseModel):
 
 
 @router.get("/me", response_model=Me)
-def me(session: Member, request: Request) -> Me:
+async def me(session: Member, request: Request) -> Me:
     context = context_of(request)
-    has_password, terms = context.auth.credentials(session.msisdn)
+    account = context.cabinet.account_query(session.msisdn)
+
+    def query(reads):
+        return account(reads), context.auth.credentials(session.msisdn, reads.db)
+
+    found, (has_password, terms) = await context.cabinet.read(query)
     version, accepted_at = terms or (None, None)
-    return Me(
-        **context.cabinet.account(session.msisdn),
-        terms_version=version, terms_accepted_at=accepted_at, has_password=has_password, session_via=session.via,
-    )
+    return Me(**found, terms_version=version, terms_accepted_at=accepted_at, has_password=has_password,
+              session_via=session.via)
 
 
 class Enrollment(BaseModel):
@@ -97,7 +100,7 @@ class HistoryPage(BaseModel):
 
 
 @router.get("/me/history", response_model=HistoryPage)
-def history(
+async def history(
     session: Member,
     request: Request,
     kind: Annotated[list[str] | None, Query(description="accrued, clawed_back, expired, redeemed, …")] = None,
@@ -106,8 +109,9 @@ def history(
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> HistoryPage:
-    result = context_of(request).cabinet.history(session.msisdn, kind or [], since, until, page, per_page)
-    return HistoryPage(**result)
+    cabinet = context_of(request).cabinet
+    return HistoryPage(**await cabinet.read(cabinet.history_query(session.msisdn, kind or [], since, until, page,
+                                                                  per_page)))
 
 
 class NewPassword(Strict):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -235,11 +236,11 @@ class Auth:
             )
             tx.execute("DELETE FROM web_login_failures WHERE msisdn = ?", (msisdn,))
 
-    def credentials(self, msisdn: str) -> tuple[bool, tuple[str, str] | None]:
+    def credentials(self, msisdn: str, db: Any = None) -> tuple[bool, tuple[str, str] | None]:
         """Whether the number has a password, and the agreement it accepted
-        (version, when): `has_password` and `accepted_terms` in one query,
-        for the pages and the API that show both."""
-        rows = self.store.query(
+        (version, when), in one query, for the pages and the API that show
+        both; on `db` (a read-only connection) if given."""
+        rows = (db or self.store).query(
             "SELECT password_hash, terms_version, terms_accepted_at FROM web_credentials WHERE msisdn = ?", (msisdn,)
         )
         if not rows:
@@ -277,6 +278,27 @@ class Auth:
             (session.key, msisdn, kind, via, session.csrf, stamp(now), stamp(session.expires_at), stamp(now)),
         )
         return token, session
+
+    def peek_session(self, token: str, kind: str, db: Any) -> Session | None:
+        """The live session of `token` read on `db` (a read-only connection)
+        when nothing needs writing: None if there is no such session, if it
+        has ended (`session` deletes it) or if its last use is due to be
+        written; the caller then asks `session`."""
+        if not token or len(token) > 200:
+            return None
+        key = sha256(token)
+        rows = db.query(
+            "SELECT msisdn, via, csrf, expires_at, COALESCE(last_seen_at, created_at) FROM web_sessions "
+            "WHERE token_hash = ? AND kind = ?",
+            (key, kind),
+        )
+        if not rows:
+            return None
+        msisdn, via, csrf, expires_at, last_seen_at = rows[0]
+        now = self.clock.now()
+        if parse_stamp(expires_at) <= now or now - parse_stamp(last_seen_at) >= _SESSION_TOUCH:
+            return None
+        return Session(msisdn, kind, via, csrf, parse_stamp(expires_at), key)
 
     def session(self, token: str, kind: str) -> Session | None:
         """The live session of `token`: not past its 12 hours, not idle for

@@ -84,6 +84,7 @@ class ReadConnections:
 
     def __init__(self, url: Any):
         self.url = url
+        self.inline = not url.is_postgres  # reads may run on the event loop (Cabinet.read)
         self._local = threading.local()
         self._all: list[Database] = []
         self._lock = threading.Lock()

@@ -212,7 +212,7 @@ def test_an_unexpected_error_answers_500_with_the_security_headers(client, monke
     def broken(msisdn):
         raise RuntimeError("a fault the code did not foresee")
 
-    monkeypatch.setattr(client.app.state.context.cabinet, "account", broken)
+    monkeypatch.setattr(client.app.state.context.cabinet, "account_query", broken)
     answer = client.get("/api/v1/me", headers=headers)
     assert answer.status_code == 500 and answer.json() == {"error": "internal_error", "detail": "try again later"}
     assert "default-src 'self'" in answer.headers["content-security-policy"]

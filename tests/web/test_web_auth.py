@@ -197,6 +197,52 @@ def test_tokens_are_stored_hashed_and_expire(client, clock):
     assert client.get("/api/v1/me", headers=headers).status_code == 401
 
 
+def test_a_session_in_use_stays_open_and_an_idle_one_ends(client, clock):
+    # On PostgreSQL the API's reads run in the thread pool.
+    session_lifecycle(client, clock)
+
+
+def test_a_session_in_use_stays_open_and_an_idle_one_ends_on_sqlite(sqlite_url, clock):
+    # On SQLite they run on the event loop, on a read-only connection.
+    from fastapi.testclient import TestClient
+
+    from tests.conftest import settings_for
+    from web.app import create_app
+
+    app = create_app(settings_for(sqlite_url), clock=clock)
+    try:
+        assert app.state.context.cabinet.connections.inline
+        with TestClient(app, base_url="https://testserver") as sqlite_client:
+            session_lifecycle(sqlite_client, clock)
+    finally:
+        app.state.context.close()
+
+
+def session_lifecycle(client, clock):
+    """API reads look a session up without writing; its last use is written
+    at most once a minute, and an hour without a request ends it."""
+    headers = sign_in(client, ALICE)
+    store = client.app.state.context.store
+
+    def last_seen():
+        return store.query("SELECT COALESCE(last_seen_at, created_at) FROM web_sessions")[0][0]
+
+    opened = last_seen()
+    clock.advance(seconds=30)
+    assert client.get("/api/v1/me", headers=headers).status_code == 200
+    assert last_seen() == opened  # within the minute: read without a write
+    # a request every 59 minutes keeps the session open for its 12 hours
+    for _ in range(3):
+        clock.advance(minutes=59)
+        assert client.get("/api/v1/me", headers=headers).status_code == 200
+        assert last_seen() != opened
+        opened = last_seen()
+    # an hour and a second without one ends it, and the row goes
+    clock.advance(hours=1, seconds=1)
+    assert client.get("/api/v1/me/history", headers=headers).status_code == 401
+    assert store.query("SELECT COUNT(*) FROM web_sessions")[0][0] == 0
+
+
 def test_a_known_and_an_unknown_number_cost_one_argon2_check_each(client, monkeypatch):
     """The same work, so the same time, whether the number has a password,
     is known without one, or is unknown."""
