@@ -193,5 +193,14 @@ async def _drain(updates: Any) -> None:
 async def _quietly(awaitable: Any) -> None:
     try:
         await awaitable
+    except asyncio.CancelledError:
+        # aiokafka's `stop` with the broker gone can end in the
+        # cancellation of its own fetch task; that must not replace the
+        # reason the worker is stopping (an outage's exit code 3). Only
+        # a cancellation of this task itself goes on.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        logger.warning("while stopping: a task of the Kafka client was cancelled")
     except Exception:
         logger.exception("while stopping")
