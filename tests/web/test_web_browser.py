@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 MEMBER = "79161234567"
+RECIPIENT = "79161234568"  # a member with no points, to send some to
 
 
 def accrual(env, *args) -> str:
@@ -40,6 +41,8 @@ def served(tmp_path):
          "occurred_at": "2026-10-01T10:00:00+03:00", "msisdn": MEMBER, "channel": "shop"},
         {"topic": TOPICS["ballyplus_transfer"], "event_id": "b-1", "type": "ballyplus_transfer",
          "occurred_at": "2026-10-05T10:00:00+03:00", "msisdn": MEMBER, "partner_points": 700},
+        {"topic": TOPICS["member_enrolled"], "event_id": "e-2", "type": "member_enrolled",
+         "occurred_at": "2026-10-01T10:00:00+03:00", "msisdn": RECIPIENT, "channel": "shop"},
     ]
     feed = tmp_path / "feed.jsonl"
     feed.write_text("".join(json.dumps(m) + "\n" for m in messages))
@@ -139,15 +142,18 @@ def test_every_page_fits_the_screen_reads_in_russian_and_passes_axe(served, widt
         page = browser.new_page(locale="ru-RU", viewport={"width": width, "height": 800}, bypass_csp=True)
         findings: dict[str, list[str]] = {}
 
-        def check(name: str, signed_in: bool) -> None:
-            page.goto(f"{base}/{name}")
+        def look(label: str) -> None:
+            """The page shown: no sideways scroll, a screenshot, axe-core."""
             overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-            shot = f"{re.sub(r'[^a-z0-9]+', '-', name)}{'' if signed_in else '-signed-out'}-{width}.png"
-            page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
-            assert overflow <= 0, f"/{name} scrolls sideways by {overflow} px at {width} px"
+            page.screenshot(path=str(ARTIFACTS / f"{re.sub(r'[^a-z0-9]+', '-', label)}-{width}.png"), full_page=True)
+            assert overflow <= 0, f"{label} scrolls sideways by {overflow} px at {width} px"
             found = axe_findings(page)
             if found:
-                findings[f"/{name}{'' if signed_in else ' (signed out)'}"] = found
+                findings[label] = found
+
+        def check(name: str, signed_in: bool) -> None:
+            page.goto(f"{base}/{name}")
+            look(name if signed_in else f"{name} signed out")
 
         try:
             for name in SIGNED_OUT_PAGES:
@@ -156,6 +162,23 @@ def test_every_page_fits_the_screen_reads_in_russian_and_passes_axe(served, widt
             expect(page.locator(".balance")).to_have_text("700 баллов")
             for name in PAGES:
                 check(name, signed_in=True)
+            # the confirmation steps, and the pages after them
+            page.goto(f"{base}/transfers")
+            page.fill("input[name=recipient]", "+7 916 123-45-68")
+            page.fill("input[name=points]", "100")
+            page.click("button:has-text('Далее')")
+            expect(page.locator("h1")).to_have_text("Подтвердите перевод")
+            expect(page.locator("#after")).to_have_text("600 баллов")  # 700 - 100, nothing taken yet
+            look("transfer confirm")
+            page.click("button:has-text('Перевести')")
+            expect(page.locator(".message")).to_contain_text("Перевод отправлен")
+            expect(page.locator("#balance")).to_have_text("600")
+            look("transfer sent")
+            page.goto(f"{base}/catalog/confirm?item_id=gudok-month")
+            page.click("button:has-text('Подтвердить заказ')")
+            expect(page.locator("h1")).to_have_text("Заказ оформлен")
+            expect(page.locator("#balance")).to_have_text("500")  # 600 - 100
+            look("order done")
             assert not findings, f"axe-core at {width} px: {findings}"
             # the menu: every section is reachable at this width (folded into «Ещё» on a phone)
             page.goto(f"{base}/account")
