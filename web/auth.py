@@ -279,11 +279,10 @@ class Auth:
         )
         return token, session
 
-    def peek_session(self, token: str, kind: str, db: Any) -> Session | None:
-        """The live session of `token` read on `db` (a read-only connection)
-        when nothing needs writing: None if there is no such session, if it
-        has ended (`session` deletes it) or if its last use is due to be
-        written; the caller then asks `session`."""
+    @staticmethod
+    def _session_row(token: str, kind: str, db: Any) -> tuple[str, tuple] | None:
+        """The stored session of `token` on `db`: its key (the token's
+        SHA-256) and (msisdn, via, csrf, expires_at, last use), or None."""
         if not token or len(token) > 200:
             return None
         key = sha256(token)
@@ -292,9 +291,17 @@ class Auth:
             "WHERE token_hash = ? AND kind = ?",
             (key, kind),
         )
-        if not rows:
+        return (key, rows[0]) if rows else None
+
+    def peek_session(self, token: str, kind: str, db: Any) -> Session | None:
+        """The live session of `token` read on `db` (a read-only connection)
+        when nothing needs writing: None if there is no such session, if it
+        has ended (`session` deletes it) or if its last use is due to be
+        written; the caller then asks `session`."""
+        found = self._session_row(token, kind, db)
+        if found is None:
             return None
-        msisdn, via, csrf, expires_at, last_seen_at = rows[0]
+        key, (msisdn, via, csrf, expires_at, last_seen_at) = found
         now = self.clock.now()
         if parse_stamp(expires_at) <= now or now - parse_stamp(last_seen_at) >= _SESSION_TOUCH:
             return None
@@ -303,17 +310,10 @@ class Auth:
     def session(self, token: str, kind: str) -> Session | None:
         """The live session of `token`: not past its 12 hours, not idle for
         an hour. Its last use is written at most once a minute."""
-        if not token or len(token) > 200:
+        found = self._session_row(token, kind, self.store)
+        if found is None:
             return None
-        key = sha256(token)
-        rows = self.store.query(
-            "SELECT msisdn, via, csrf, expires_at, COALESCE(last_seen_at, created_at) FROM web_sessions "
-            "WHERE token_hash = ? AND kind = ?",
-            (key, kind),
-        )
-        if not rows:
-            return None
-        msisdn, via, csrf, expires_at, last_seen_at = rows[0]
+        key, (msisdn, via, csrf, expires_at, last_seen_at) = found
         now = self.clock.now()
         last_seen = parse_stamp(last_seen_at)
         if parse_stamp(expires_at) <= now or last_seen + SESSION_IDLE <= now:
