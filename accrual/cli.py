@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
+from accrual import cli_books
 from accrual.runtime import Runtime
 from accrual.settings import Settings, SettingsError
 from engine.messages import APPLIED, DUPLICATE, HELD, NOT_ELIGIBLE, REJECTED, Report
@@ -30,6 +31,8 @@ sms_app = typer.Typer(no_args_is_help=True, help="SMS of the personal account (d
 app.add_typer(sms_app, name="sms")
 stores_app = typer.Typer(no_args_is_help=True, help="Keys of the MTS shop tills that debit points.")
 app.add_typer(stores_app, name="stores")
+app.add_typer(cli_books.report_app, name="report")
+app.add_typer(cli_books.export_app, name="export")
 
 out = Console()
 err = Console(stderr=True)
@@ -135,9 +138,15 @@ def tick(
 
 
 @app.command()
-def balances(json_output: bool = typer.Option(False, "--json", help="one JSON object: msisdn -> balance")) -> None:
-    """Every enrolled member's balance."""
-    result = _read(lambda reads: reads.balances())
+def balances(
+    json_output: bool = typer.Option(False, "--json", help="one JSON object: msisdn -> balance"),
+    at_tick: str = typer.Option(None, "--at-tick", help="as they stood right after the tick as-of this date, from the log"),
+) -> None:
+    """Every enrolled member's balance (now, or right after a tick)."""
+    if at_tick:
+        result = cli_books.at_tick_balances(_parse_date(at_tick))
+    else:
+        result = _read(lambda reads: reads.balances())
     if json_output:
         return _write_json(result)
     table = Table("msisdn", "balance")
@@ -147,8 +156,14 @@ def balances(json_output: bool = typer.Option(False, "--json", help="one JSON ob
 
 
 @app.command()
-def balance(msisdn: str, json_output: bool = typer.Option(False, "--json")) -> None:
-    """One member's balance and lots with their expiry."""
+def balance(
+    msisdn: str,
+    json_output: bool = typer.Option(False, "--json"),
+    at_tick: str = typer.Option(None, "--at-tick", help="as it stood right after the tick as-of this date, from the log"),
+) -> None:
+    """One member's balance and lots with their expiry (now, or right after a tick)."""
+    if at_tick:
+        return cli_books.print_at_tick_balance(cli_books.at_tick_balance(msisdn, _parse_date(at_tick)), json_output)
     with _runtime() as runtime:
         runtime.projector.catch_up()
         member = runtime.reads.member(msisdn)

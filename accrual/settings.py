@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -84,6 +85,7 @@ class Settings:
     cache_size: int
     web: WebSettings = field(default_factory=WebSettings)
     store_outage_limit_s: int = 900  # a worker rides out a store outage this long, then exits (accrual/outage.py)
+    point_value_rub: Decimal = Decimal("1.00")  # the books in rubles (a shop discount is 1 point = 1 ruble)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -99,6 +101,7 @@ class Settings:
             cache_size=_positive_int(env, "ACCRUAL_CACHE_SIZE", 20000),
             web=_web_settings(env),
             store_outage_limit_s=_positive_int(env, "ACCRUAL_STORE_OUTAGE_LIMIT", 900),
+            point_value_rub=_point_value(env),
         )
 
 
@@ -127,6 +130,18 @@ def _web_settings(env) -> WebSettings:
         catalog_file=Path(catalog) if catalog else None,
         offers_file=Path(offers) if offers else None,
     )
+
+
+def _point_value(env) -> Decimal:
+    """ACCRUAL_POINT_VALUE_RUB: rubles with at most four decimals (ASCII), above 0, at most 1000."""
+    raw = env.get("ACCRUAL_POINT_VALUE_RUB", "").strip()
+    if not raw:
+        return Decimal("1.00")
+    whole, _, fraction = raw.partition(".")
+    if not (raw.isascii() and whole.isdigit() and (fraction.isdigit() or (not fraction and "." not in raw))
+            and len(whole) <= 4 and len(fraction) <= 4) or not 0 < Decimal(raw) <= 1000:
+        raise SettingsError(f"ACCRUAL_POINT_VALUE_RUB={raw!r}: expected rubles a point, like 1.00 (above 0, at most 1000)")
+    return Decimal(raw)
 
 
 def _positive_int(env, name: str, default: int) -> int:

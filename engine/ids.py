@@ -2,6 +2,7 @@
 the same id on every machine and in every replay (no random ids)."""
 from __future__ import annotations
 
+from datetime import date
 from functools import lru_cache
 from uuid import UUID, uuid5
 
@@ -35,3 +36,8 @@ def debit_id(purpose: str, idempotency_key: str) -> UUID:
 
 def transfer_id(idempotency_key: str) -> UUID:
     return uuid5(NAMESPACE, f"transfer:{idempotency_key}")
+
+
+def closed_day_id(as_of: date) -> UUID:
+    """The mark of the tick as-of `as_of` (one per date)."""
+    return uuid5(NAMESPACE, f"closed-day:{as_of.isoformat()}")

@@ -1,7 +1,8 @@
 """The daily close (rule 9): at 00:00 Moscow of a date, settle the MGTS
 periods and card months due, return the transfers whose acceptance window
 ran out, then expire lots, in that order (so points that come back expire in
-the same tick if their lots have). The same tick twice changes nothing.
+the same tick if their lots have), and last mark the day closed for the
+books (engine/closed_day.py). The same tick twice changes nothing.
 
 The read models find the aggregates with work (`TickAgenda`); the aggregates
 decide what the work is. Work is done in steps of `chunk_size` aggregates,
@@ -14,7 +15,8 @@ from datetime import date, datetime
 from typing import Any, Iterable, Protocol
 
 from engine.calendar import midnight, settlement_date
-from engine.ids import member_id, mgts_account_id
+from engine.closed_day import ClosedDay
+from engine.ids import closed_day_id, member_id, mgts_account_id
 from engine.messages import Report
 from engine.unit_of_work import UnitOfWork
 
@@ -42,6 +44,7 @@ def tick(app: Any, as_of: date, agenda: TickAgenda, chunk_size: int = 500) -> Re
     agenda.refresh()
     for chunk in _chunks(agenda.members_with_expiring_lots(as_of), chunk_size):
         report.add(app.run(lambda uow, chunk=chunk: _expire(uow, chunk, as_of)))
+    report.add(app.run(lambda uow: _close_day(uow, as_of, at)))
     agenda.refresh()
     return report
 
@@ -95,6 +98,14 @@ def _expire(uow: UnitOfWork, msisdns: list[str], as_of: date) -> Report:
         member = uow.get(member_id(msisdn))
         if member is not None:
             uow.report.expired_points += member.expire(as_of)
+    return uow.report
+
+
+def _close_day(uow: UnitOfWork, as_of: date, at: datetime) -> Report:
+    """The mark that closes the books' period (engine/closed_day.py), after
+    everything else the tick did; once per date."""
+    if uow.get(closed_day_id(as_of)) is None:
+        uow.add(ClosedDay.close(as_of, at))
     return uow.report
 
 

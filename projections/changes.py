@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from projections.books import Bookings
+from projections.cohorts import CohortBookings
 from projections.db import Transaction
 from projections.tables import Names
 
@@ -56,6 +58,8 @@ class Changes:
     new_debits: list[tuple] = field(default_factory=list)
     cancelled_debits: list[str] = field(default_factory=list)
     rejections: list[tuple] = field(default_factory=list)
+    books: Bookings = field(default_factory=Bookings)
+    cohorts: CohortBookings = field(default_factory=CohortBookings)
 
     # -- members, lots, history ---------------------------------------------------
 
@@ -140,6 +144,7 @@ class Changes:
                        [(d,) for d in self.cancelled_debits])
         tx.insert(names.rejections, ("rejection_id", "topic", "source_partition", "source_offset", "event_id",
                                      "msisdn", "reason", "detail", "original", "received_at"), self.rejections)
+        self.books.write(tx, names)
 
     def _write_members(self, tx: Transaction, names: Names) -> None:
         tx.insert(names.members, ("account_id", "msisdn", "version", "updated_at"), self.new_members)
@@ -157,6 +162,7 @@ class Changes:
             f"UPDATE {names.lots} SET remaining = remaining + ? WHERE msisdn = ? AND lot_id = ?",
             [(points, msisdn, lot_id) for (msisdn, lot_id), points in self.lot_deltas.items() if points],
         )
+        self.cohorts.write(tx, names)  # after the lots: it looks up the dates of lots named by id
         tx.executemany(f"DELETE FROM {names.held} WHERE msisdn = ?", [(m,) for m in self.released])
         tx.insert(names.held, ("msisdn", "topic", "source_event_id", "occurred_at", "message"),
                   list(self.held.values()))

@@ -18,11 +18,14 @@ import orjson
 
 from engine.account import OUT, MemberAccount
 from engine.calendar import shift_month
+from engine.closed_day import ClosedDay
 from engine.effects import NO_EFFECT
 from engine.mgts import MgtsAccount
 from engine.rejection import Rejection
 from engine.transfer import MemberTransfer
+from projections import books, cohorts
 from projections.changes import Changes, kopecks
+from projections.cohorts import book_line
 from projections.db import Database, Transaction
 from projections.tables import Names
 
@@ -98,6 +101,7 @@ class Projector:
             MgtsAccount.BillRecorded: self._mgts_bill,
             MgtsAccount.PeriodSettled: self._mgts_settled,
             Rejection.Recorded: self._rejected,
+            ClosedDay.Closed: self._closed_day,
         }
 
     # -- running -------------------------------------------------------------
@@ -110,6 +114,15 @@ class Projector:
                 f"INSERT INTO {self.names.tracking} (name, position) VALUES (?, 0) ON CONFLICT (name) DO NOTHING",
                 (self.name,),
             )
+        # Read models of an earlier release had no books and no cohorts. Filled
+        # holding the position, so no other projector writes meanwhile; in a
+        # transaction of its own, after the DDL's table locks are released (a
+        # projector holding the position and waiting for a table locked by
+        # `CREATE INDEX IF NOT EXISTS` here would be a deadlock).
+        with self.db.transaction() as tx:
+            self._locked_position(tx)
+            books.fill_from_history(tx, self.names)
+            cohorts.fill_from_history(tx, self.names)
 
     def rebuild(
         self,
@@ -235,6 +248,11 @@ class Projector:
         if self.position() < last:
             self.catch_up()
 
+    def history_of(self, events: list[Any]) -> list[tuple]:
+        """The history lines these events make (the rows `rm_history` gets),
+        without writing anything: for the auditor's export."""
+        return self._changes_of(events).history
+
     def _changes_of(self, events: list[Any]) -> Changes:
         """What these events change in the read models, worked out before any
         table is locked (lookups are reads)."""
@@ -308,11 +326,16 @@ class Projector:
     def _history(self, msisdn: str, e: Any, kind: str, **fields: Any) -> None:
         """A history row of the event whose effect `_points` has just taken."""
         get = fields.get
+        points = self._effect.points
+        detail = get("detail", {})
         self._changes.history.append((
-            msisdn, e.originator_version, kind, self._effect.points, get("rule"), get("reason"),
+            msisdn, e.originator_version, kind, points, get("rule"), get("reason"),
             get("source_event_id"), get("lot_id"), get("lot_date"), get("expires_on"), e.timestamp.isoformat(),
-            _json(get("detail", {})),
+            _json(detail),
         ))
+        self._changes.books.book(kind, get("rule"), get("reason"), points)
+        if points or detail.get("lapsed"):
+            book_line(self._changes.cohorts, msisdn, kind, points, get("lot_date"), detail)
 
     def _opened(self, e: Any) -> None:
         self._changes.new_members.append((str(e.originator_id), e.msisdn, e.originator_version, e.timestamp.isoformat()))
@@ -432,3 +455,9 @@ class Projector:
             (str(e.originator_id), e.topic, e.partition, e.offset, e.event_id, e.msisdn, e.reason, e.detail,
              e.original, e.timestamp.isoformat())
         )
+
+    # -- the books ------------------------------------------------------------------
+
+    def _closed_day(self, e: Any) -> None:
+        """A tick closed the books' period (projections/books.py)."""
+        self._changes.books.close(e.as_of.isoformat())

@@ -2,7 +2,13 @@
 build a scratch copy beside the live one. Money is kept in kopecks (integers)
 so that sums in SQL stay exact on SQLite as well as on PostgreSQL. Moments
 that are compared in SQL (a transfer's `expires_at`) are ISO text in UTC, so
-that text order is time order."""
+that text order is time order.
+
+`books` and `closes` are the liability rollforward (projections/books.py):
+the points each kind of movement moved in each period of the books, a
+period being named by the as-of date of the tick that closed it (`open`
+until one does), and the closes in log order. `cohorts` the flows of the
+points of each month of lot dates (projections/cohorts.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,6 +24,9 @@ TABLES = (
     "mgts_periods",
     "transfers",
     "debits",
+    "books",
+    "closes",
+    "cohorts",
     "tracking",
 )
 
@@ -119,6 +128,23 @@ _DDL = {
             status TEXT NOT NULL,
             reference TEXT NOT NULL,
             created_at TEXT NOT NULL)""",
+    "books": """
+        CREATE TABLE IF NOT EXISTS {books} (
+            period TEXT NOT NULL,
+            measure TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            points BIGINT NOT NULL,
+            PRIMARY KEY (period, measure, detail))""",
+    "closes": """
+        CREATE TABLE IF NOT EXISTS {closes} (
+            seq BIGINT PRIMARY KEY,
+            as_of TEXT NOT NULL UNIQUE)""",
+    "cohorts": """
+        CREATE TABLE IF NOT EXISTS {cohorts} (
+            cohort TEXT NOT NULL,
+            flow TEXT NOT NULL,
+            points BIGINT NOT NULL,
+            PRIMARY KEY (cohort, flow))""",
     "tracking": """
         CREATE TABLE IF NOT EXISTS {tracking} (
             name TEXT PRIMARY KEY,
@@ -148,6 +174,9 @@ ORDER_BY = {
     "mgts_periods": "mgts_account, period",
     "transfers": "transfer_id",
     "debits": "debit_id",
+    "books": "period, measure, detail",
+    "closes": "seq",
+    "cohorts": "cohort, flow",
 }
 
 

@@ -11,6 +11,8 @@ from typing import Any
 from accrual.intake import inbound_from_line
 from accrual.runtime import Runtime
 from engine.messages import Report
+from projections.at_tick import balances_at, tick_position
+from projections.books import Books, Period, change
 from schemas import TYPE_TOPIC
 
 TOPICS = TYPE_TOPIC  # message type -> inbound topic, as EVENTS.md lists them
@@ -106,6 +108,21 @@ class Programme:
     def history(self, msisdn: str) -> list[dict[str, Any]]:
         self.runtime.projector.catch_up()
         return self.runtime.reads.history(msisdn)
+
+    def books(self) -> list[Period]:
+        """The liability rollforward: a row per period the ticks closed."""
+        self.runtime.projector.catch_up()
+        return Books(self.runtime.db).periods()
+
+    def moved_since_last_close(self) -> int:
+        """What the movements of the open period did to the sum of balances."""
+        self.runtime.projector.catch_up()
+        return change(Books(self.runtime.db).open_period())
+
+    def balances_at_tick(self, as_of: str) -> dict[str, int]:
+        """The balances right after the tick as-of that date, from the log alone."""
+        app = self.runtime.app
+        return balances_at(app, tick_position(app, date.fromisoformat(as_of)))
 
     def uncollected(self, msisdn: str) -> int:
         account = self.runtime.app.member(msisdn)

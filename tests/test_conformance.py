@@ -1,6 +1,7 @@
 """The contract's sample plan through the command line, on SQLite and on
-PostgreSQL: `accrual balances --json` must equal expected.json; re-ingesting
-every file changes nothing; `accrual audit` finds no difference."""
+PostgreSQL: `accrual balances --json` must equal expected.json; the books
+agree with the balances after every tick; re-ingesting every file changes
+nothing; `accrual audit` finds no difference."""
 from __future__ import annotations
 
 import json
@@ -25,21 +26,35 @@ def accrual(runner: CliRunner, url: str, *args: str) -> str:
     return result.stdout
 
 
-def run_plan(runner: CliRunner, url: str) -> None:
+def run_plan(runner: CliRunner, url: str) -> dict[str, dict[str, int]]:
+    """Runs the plan; returns the balances printed right after each tick."""
+    after_tick = {}
     for command, argument in plan():
         if command == "ingest":
             accrual(runner, url, "ingest", str(SAMPLE / argument))
         else:
             assert command == "tick", command
             accrual(runner, url, "tick", "--as-of", argument)
+            after_tick[argument] = json.loads(accrual(runner, url, "balances", "--json"))
+    return after_tick
 
 
 def test_the_sample_plan_gives_expected_balances_and_reingest_changes_nothing(database_url):
     runner = CliRunner()
     expected = json.loads((SAMPLE / "expected.json").read_text())
 
-    run_plan(runner, database_url)
+    after_tick = run_plan(runner, database_url)
     assert json.loads(accrual(runner, database_url, "balances", "--json")) == expected
+
+    # The books (issue 12): a period per tick, each closing at the sum of the
+    # balances printed right after its tick, each opening at the last closing;
+    # the balances as of a tick, read from the log, are those printed then.
+    rows = json.loads(accrual(runner, database_url, "report", "liability", "--json"))
+    assert [r["period_end"] for r in rows] == list(after_tick)
+    assert [r["closing"] for r in rows] == [sum(b.values()) for b in after_tick.values()]
+    assert [r["opening"] for r in rows] == [0] + [r["closing"] for r in rows[:-1]]
+    for day in (*list(after_tick)[::10], list(after_tick)[-1]):
+        assert json.loads(accrual(runner, database_url, "balances", "--json", "--at-tick", day)) == after_tick[day]
 
     for command, argument in plan():
         if command == "ingest":

@@ -17,7 +17,9 @@ fresh SQLite store per example.
    credits and debits through rules 7 and 8 (first to expire first; a
    clawback takes min(due, balance)) gives the read model's lots; no message
    made the engine fail (`internal_error`). After every tick no lot that
-   expired by it holds points. Many small usage charges credit exactly the
+   expired by it holds points, and the books agree (docs/books.md): the
+   last closing plus what moved since is the sum of balances, the log gives
+   the same balances at the tick, and so do the cohorts' outstanding points. Many small usage charges credit exactly the
    increase of the month's figure (rule 2).
 2. Re-sending any prefix of what was sent (in any batches), any single
    earlier line, or an earlier message in other bytes, is counted as
@@ -38,6 +40,7 @@ steps per stateful run `ACCRUAL_HYPOTHESIS_STEPS` (default 40). Add
 """
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import tempfile
@@ -55,6 +58,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from accrual.runtime import Runtime
 from engine.calendar import month_of, shift_month
 from engine.ids import member_id, mgts_account_id, receipt_id
+from projections.cohorts import Cohorts
 from tests.conftest import settings_for
 from tests.programme import Programme
 from tests.strategies import (
@@ -293,6 +297,7 @@ class AccrualMachine(RuleBasedStateMachine):
         self.m = Messages()
         self.clock = START
         self.last_tick: date | None = None
+        self.closed_days: set[date] = set()
         self.sent_since_tick = False
         self.sent: list[bytes] = []  # every line sent, in order
         self.seen: set[bytes] = set()
@@ -342,9 +347,27 @@ class AccrualMachine(RuleBasedStateMachine):
             # settled by the next tick, even one of the same date, rules 4, 5.)
             assert snapshot(self.p) == before, f"the tick of {day} repeated changed the state"
             assert events_recorded(self.p) == log, f"the tick of {day} repeated recorded events"
+        closes_day = day not in self.closed_days
+        self.closed_days.add(day)
         self.clock = day
         self.last_tick = day
         self.sent_since_tick = False
+        # The books (issue 12): the last closed period's closing plus what
+        # moved since equals the sum of all balances; right after a tick that
+        # closed its day nothing has moved since, and the log alone gives the
+        # same balances.
+        books = self.p.books()
+        balances = self.p.balances()
+        assert books, "a tick closes the books"
+        assert books[-1].closing + self.p.moved_since_last_close() == sum(balances.values())
+        if closes_day:
+            assert books[-1].period_end == day and self.p.moved_since_last_close() == 0
+            assert self.p.balances_at_tick(day.isoformat()) == balances
+        for earlier, later in itertools.pairwise(books):
+            assert later.opening == earlier.closing
+        # and the cohorts' outstanding points are all the balances
+        cohorts = Cohorts(self.runtime.db).all()
+        assert sum(c.outstanding for c in cohorts) == sum(balances.values())
         # Rule 7/9: after the tick nothing is left in a lot that expired by it.
         self.runtime.projector.catch_up()
         for msisdn in MEMBERS:

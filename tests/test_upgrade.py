@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from accrual.cli import app as cli
 from accrual.runtime import Runtime
 from engine.ids import mgts_account_id
+from projections.books import Books
 from tests.conftest import settings_for
 
 OLD_STORE = Path(__file__).parent / "data" / "old_store"
@@ -132,6 +133,12 @@ def test_an_old_store_takes_new_work_on_top_of_its_old_events(old_store):
         account = runtime.app.member(old["msisdn"])
         assert account.balance == sum(lot.remaining for lot in account.lots)
         assert runtime.reads.member(old["msisdn"])["balance"] == account.balance
+        # The books: the old release's ticks left no mark, so its first tick
+        # here closes one period holding the whole old history (filled from
+        # the old read models' history on start), closing at all balances.
+        (period,) = Books(runtime.db).periods()
+        assert (period.period_end, period.opening) == (date(2026, 10, 3), 0)
+        assert period.closing == sum(runtime.reads.balances().values()) > 0
     assert json.loads(accrual(old_store, "audit", "--json")) == {"differences": []}
 
 
