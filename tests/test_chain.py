@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from accrual.cli import app
 from projections import chain
 from projections.chain import LogChain
+from tests.conftest import SAMPLE
 from tests.test_conformance import run_plan
 
 MEMBERS = ("79990000001", "79990000002", "79990000003")
@@ -273,3 +274,42 @@ def test_the_sample_verifies_and_replay_and_audit_keep_the_checkpoints_as_first_
         code, broken = verify(database_url)
         assert (code, broken["first_break"], broken["reason"]) == (1, changed, "changed")
 
+
+# -- the copy outside the database ----------------------------------------------------------
+
+
+@pytest.mark.kafka
+@pytest.mark.postgres
+def test_each_published_points_event_carries_the_head_that_verify_computes_at_its_position(
+    postgres_url, kafka_bootstrap, kafka_prefix, tmp_path
+):
+    from tests.kafka_support import (
+        WorkerProcess, names_for, produce, read_lines, read_topic, wait_for_lag_zero, worker_env,
+    )
+    from tests.test_worker import runtime_for, wait_for_publisher
+
+    names = names_for(kafka_prefix)
+    files = sorted(SAMPLE.glob("*-ingest.jsonl"))[:4]
+    for number, part in enumerate((files[:2], files[2:])):  # a second worker's publisher starts mid-log
+        env = worker_env(postgres_url, kafka_bootstrap, kafka_prefix)
+        worker = WorkerProcess(env, tmp_path / f"worker{number}.log").start()
+        try:
+            produce(kafka_bootstrap, kafka_prefix, read_lines(*part))
+            wait_for_lag_zero(kafka_bootstrap, names, workers=[worker])
+            wait_for_publisher(postgres_url)
+        finally:
+            worker.kill()
+
+    with runtime_for(postgres_url) as runtime:  # the chain as an auditor recomputes it
+        head, heads = chain.GENESIS, {}
+        for row in chain.stored_rows(runtime.db.query, True, runtime.app.recorder.events_table_name, 0):
+            head = heads[row[0]] = chain.link(head, *row)
+    published = sorted(
+        (int(headers["notification_id"]), headers["chain_head"].decode())
+        for headers in (dict(r.headers) for r in read_topic(kafka_bootstrap, names.points_events))
+    )
+    assert len(published) > 100
+    assert published == [(position, heads[position].hex()) for position, _ in published]
+    for position, published_head in (published[0], published[len(published) // 2], published[-1]):
+        code, report = verify(postgres_url, "--expect-head", published_head, "--at", str(position))
+        assert code == 0 and report["expected"]["ok"], report
