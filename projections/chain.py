@@ -66,7 +66,12 @@ BREAKS = {
 def _id_bytes(originator_id: Any) -> bytes:
     if isinstance(originator_id, UUID):
         return originator_id.bytes
-    try:  # SQLite keeps ids as hex text
+    if isinstance(originator_id, str) and len(originator_id) == 32:  # SQLite keeps ids as hex text
+        try:
+            return bytes.fromhex(originator_id)  # as UUID(...).bytes, several times faster
+        except ValueError:
+            pass
+    try:
         return UUID(str(originator_id)).bytes
     except ValueError:  # not an id the engine writes: chained as it is, so it breaks the chain
         return str(originator_id).encode("utf-8", "surrogateescape")
