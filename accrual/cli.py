@@ -259,6 +259,62 @@ def audit(json_output: bool = typer.Option(False, "--json")) -> None:
 
 
 @app.command()
+def verify(
+    json_output: bool = typer.Option(False, "--json"),
+    expect_head: str = typer.Option("", "--expect-head", help="a head taken earlier (64 hex digits), with --at"),
+    at: int = typer.Option(-1, "--at", help="the log position of --expect-head (a record's notification_id)"),
+) -> None:
+    """Recompute the event log's hash chain from the stored events; report the
+    first position where it breaks (exit code 1) and the current head."""
+    expect = _expectation(expect_head, at, json_output)
+    with _runtime() as runtime:
+        verdict = runtime.verify(expect)
+    if json_output:
+        _write_json(verdict.as_json())
+    else:
+        _print_verdict(verdict)
+    if not verdict.ok:
+        raise typer.Exit(1)
+
+
+def _expectation(expect_head: str, at: int, json_output: bool) -> tuple[int, bytes] | None:
+    """--expect-head and --at, both or neither; a clear refusal (exit code 2) otherwise."""
+    if not expect_head and at == -1:
+        return None
+    if not expect_head or at < 0:
+        _refuse("invalid_arguments", "--expect-head HASH and --at POSITION (0 or more) go together", json_output)
+    try:
+        head = bytes.fromhex(expect_head)
+    except ValueError:
+        head = b""
+    if len(head) != 32:
+        _refuse("invalid_head", f"--expect-head: expected 64 hex digits (a SHA-256), got {expect_head!r}",
+                json_output)
+    return at, head
+
+
+def _refuse(reason: str, detail: str, json_output: bool) -> None:
+    if json_output:
+        _write_json({"error": reason, "detail": detail})
+    err.print(f"[red]{reason}[/red]: {detail}", markup=True)
+    raise typer.Exit(2)
+
+
+def _print_verdict(verdict) -> None:
+    out.print(f"{verdict.events} stored events, the last at position {verdict.position}; "
+              f"checkpoints reach {verdict.chained}")
+    out.print(f"head {verdict.head.hex()}")
+    if verdict.expected is not None:
+        e = verdict.expected
+        out.print(f"head at {e['position']}: {e['found']} ({'as expected' if e['ok'] else 'NOT the head expected'})")
+    if verdict.ok:
+        out.print("verify: the event log is intact")
+    else:
+        detail = verdict.as_json()["detail"]
+        out.print(f"[red]broken at position {verdict.first_break}[/red]: {verdict.reason}: {detail}")
+
+
+@app.command()
 def rejections(json_output: bool = typer.Option(False, "--json")) -> None:
     """Rejected messages, counted by reason."""
     counts = _read(lambda reads: reads.rejections_by_reason())

@@ -13,7 +13,10 @@ accounts recorded, never written beside the database in the request path.
 Exactly once on the topics: the publisher's position in the log (and each
 member's running balance) is committed to the database only after Kafka
 has committed the chunk, so a crash in between publishes the chunk again,
-and each record carries its log position in a `notification_id` header. At
+and each record carries its log position in a `notification_id` header
+(a points event also the head of the log's hash chain at that position, in
+a `chain_head` header: a copy of the chain outside the database, which
+`accrual verify --expect-head` checks the store against). At
 start the publisher reads the last committed record of every partition it
 writes and skips what a partition already holds. Records are sent to
 explicit partitions (the Java client's murmur2), in order, so "the last
@@ -40,6 +43,9 @@ from aiokafka import AIOKafkaProducer
 from accrual.kafka import Names, last_records, partition_for
 from engine.account import MemberAccount
 from engine.rejection import Rejection
+from projections import chain
+from projections.chain import HEADER as CHAIN_HEADER
+from projections.chain import Heads, LogChain
 from projections.db import Database
 from schemas import BalanceMessage, DeadLetterMessage, PointsEventMessage
 
@@ -68,7 +74,7 @@ def create_tables(db: Database, name: str = "kafka") -> None:
     from accrual.runtime import schema_lock
 
     with schema_lock(db.url), db.transaction() as tx:
-        for statement in STATE_TABLES:
+        for statement in (*STATE_TABLES, chain.create_statement(db)):
             tx.execute(statement)
         tx.execute(
             "INSERT INTO outbound_position (name, position) VALUES (?, 0) ON CONFLICT (name) DO NOTHING", (name,)
@@ -82,6 +88,7 @@ class Outgoing:
     key: bytes
     value: bytes
     notification_id: int
+    chain_head: bytes | None = None  # points events: the log's hash chain at notification_id
 
 
 class Publisher:
@@ -98,6 +105,7 @@ class Publisher:
         # (topic, partition) -> highest notification id the partition holds
         self.published: dict[tuple[str, int], int] = {}
         self.published_events = 0
+        self.heads = Heads(LogChain(db, app.recorder.events_table_name))
         create_tables(db, name)
 
     def position(self) -> int:
@@ -124,6 +132,7 @@ class Publisher:
             return [], lambda: None, position
         mapper = self.app.mapper
         events = [(n.id, mapper.to_domain_event(n)) for n in notifications]
+        heads = self.heads.of(position, notifications)
         accounts = {
             str(e.originator_id) for _, e in events
             if isinstance(e, MemberAccount.Event) and not isinstance(e, MemberAccount.Opened)
@@ -144,7 +153,8 @@ class Publisher:
                 delta = event.effect.points
                 balance += delta
                 state[account] = [msisdn, balance, event.originator_version]
-                out.append(self._points_event(event, msisdn, delta, balance, notification_id))
+                out.append(self._points_event(event, msisdn, delta, balance, notification_id,
+                                              heads[notification_id]))
                 touched[account] = (msisdn, balance, event.originator_version, event.timestamp, notification_id)
         for msisdn, balance, version, at, notification_id in touched.values():
             out.append(self._balance(msisdn, balance, version, at, notification_id))
@@ -174,10 +184,12 @@ class Publisher:
                 state[account] = [msisdn, int(balance), int(version)]
         return state
 
-    def _record(self, topic: str, key: bytes, value: bytes, notification_id: int) -> Outgoing:
-        return Outgoing(topic, partition_for(key, self.partitions[topic]), key, value, notification_id)
+    def _record(self, topic: str, key: bytes, value: bytes, notification_id: int,
+                chain_head: bytes | None = None) -> Outgoing:
+        return Outgoing(topic, partition_for(key, self.partitions[topic]), key, value, notification_id, chain_head)
 
-    def _points_event(self, e: Any, msisdn: str, delta: int, balance: int, notification_id: int) -> Outgoing:
+    def _points_event(self, e: Any, msisdn: str, delta: int, balance: int, notification_id: int,
+                      chain_head: bytes) -> Outgoing:
         name = type(e).__name__
         lot = getattr(e, "lot", None)  # a credit's new lot
         message = PointsEventMessage(
@@ -195,7 +207,7 @@ class Publisher:
             balance_after=balance,
         )
         return self._record(self.names.points_events, msisdn.encode(), message.model_dump_json().encode(),
-                            notification_id)
+                            notification_id, chain_head)
 
     def _balance(self, msisdn: str, balance: int, version: int, at: Any, notification_id: int) -> Outgoing:
         message = BalanceMessage(msisdn=msisdn, balance=balance, as_of_version=version, updated_at=at)
@@ -223,6 +235,8 @@ class Publisher:
             futures = []
             for r in todo:
                 headers = [(HEADER, str(r.notification_id).encode())]
+                if r.chain_head is not None:
+                    headers.append((CHAIN_HEADER, r.chain_head.hex().encode()))
                 futures.append(await producer.send(r.topic, r.value, key=r.key, partition=r.partition,
                                                    headers=headers))
             await asyncio.gather(*futures)

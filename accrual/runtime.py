@@ -17,6 +17,7 @@ from accrual.rebuild import rebuild
 from accrual.settings import Settings
 from accrual.storage import open_application
 from engine.messages import Inbound, Report
+from projections.chain import LogChain, Verdict
 from projections.db import Database
 from projections.projector import Projector
 from projections.queries import Agenda, ReadModels
@@ -135,7 +136,7 @@ class Runtime:
         """Rebuilds every read model from zero into scratch tables and lists
         each row where the live read model differs."""
         self.projector.catch_up()
-        scratch = Projector(self.app, self.db, Names("audit_"))
+        scratch = Projector(self.app, self.db, Names("audit_"), chain=False)  # the chain is the log's
         try:
             rebuild(self.settings, scratch, progress)
             differences: list[Difference] = []
@@ -146,6 +147,13 @@ class Runtime:
             return differences
         finally:
             scratch.drop_tables()
+
+    def verify(self, expect: tuple[int, bytes] | None = None) -> Verdict:
+        """`accrual verify`: the hash chain recomputed from the stored events
+        against its checkpoints (and an auditor's head at a position). Reads
+        only: events the read models have not followed yet are hashed for
+        the current head but not checked."""
+        return LogChain(self.db, self.app.recorder.events_table_name).verify(expect)
 
     def _rows(self, table: str, order: str) -> dict[str, tuple]:
         width = len(order.split(","))

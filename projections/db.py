@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 
 class Database:
@@ -71,6 +71,24 @@ class Database:
                 cursor.execute("ROLLBACK")
                 raise
             cursor.execute("COMMIT")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Callable[[str, Sequence[Any]], list[tuple]]]:
+        """Queries that all see the store as of one moment and block no
+        writer (a long read, such as `accrual verify`): PostgreSQL's
+        REPEATABLE READ, SQLite's read transaction on its write-ahead log."""
+        if self.is_postgres:
+            conn = self._connection()
+            with conn.transaction(), conn.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                yield Transaction(self, cursor).query
+            return
+        cursor = self._conn.cursor()
+        cursor.execute("BEGIN")  # deferred: the first read takes the snapshot, no lock is taken
+        try:
+            yield Transaction(self, cursor).query
+        finally:
+            cursor.execute("ROLLBACK")
 
     @contextmanager
     def relaxed_durability(self) -> Iterator[None]:

@@ -24,6 +24,7 @@ from engine.mgts import MgtsAccount
 from engine.rejection import Rejection
 from engine.transfer import MemberTransfer
 from projections import books, cohorts
+from projections.chain import LogChain, create_statement
 from projections.changes import Changes, kopecks
 from projections.cohorts import book_line
 from projections.db import Database, Transaction
@@ -64,10 +65,13 @@ def _lots(items: Iterable[Any]) -> list[list]:
 class Projector:
     name = "read_models"
 
-    def __init__(self, app: Any, db: Database, names: Names | None = None):
+    def __init__(self, app: Any, db: Database, names: Names | None = None, *, chain: bool = True):
+        """`chain`: extend the log's hash chain with each batch written
+        (projections/chain.py); a scratch copy (the audit's) leaves it alone."""
         self.app = app
         self.db = db
         self.names = names or Names()
+        self.chain = LogChain(db, app.recorder.events_table_name) if chain else None
         self._msisdns: dict[Any, str] = {}
         self._mgts_accounts: dict[Any, str] = {}
         self._changes = Changes()
@@ -114,6 +118,8 @@ class Projector:
                 f"INSERT INTO {self.names.tracking} (name, position) VALUES (?, 0) ON CONFLICT (name) DO NOTHING",
                 (self.name,),
             )
+            if self.chain is not None:
+                tx.execute(create_statement(self.db))
         # Read models of an earlier release had no books and no cohorts. Filled
         # holding the position, so no other projector writes meanwhile; in a
         # transaction of its own, after the DDL's table locks are released (a
@@ -215,7 +221,7 @@ class Projector:
             if not notifications:
                 break
             events = [mapper.to_domain_event(n) for n in notifications]
-            if self._write(self._changes_of(events), position, notifications[-1].id):
+            if self._write(self._changes_of(events), position, notifications[-1].id, notifications):
                 done += len(notifications)
                 if progress is not None:
                     progress(done, last)
@@ -243,7 +249,7 @@ class Projector:
         position = self.position()
         if position + 1 == first:
             changes = self._changes_of([r.domain_event for r in recordings])
-            if self._write(changes, position, last):
+            if self._write(changes, position, last, [r.notification for r in recordings]):
                 return
         if self.position() < last:
             self.catch_up()
@@ -267,14 +273,18 @@ class Projector:
                 handler(event)
         return self._changes
 
-    def _write(self, changes: Changes, position: int, last: int) -> bool:
-        """One transaction: the changes and the position reached, if no other
-        projector of this store moved the position meanwhile (then nothing is
-        written, and the caller reads on from the new position)."""
+    def _write(self, changes: Changes, position: int, last: int, notifications: list[Any] | None = None) -> bool:
+        """One transaction: the changes, the hash chain extended over the
+        `notifications` read after `position` (None: the chain reads what it
+        lacks) and the position reached, if no other projector of this store
+        moved the position meanwhile (then nothing is written, and the
+        caller reads on from the new position)."""
         with self.db.transaction() as tx:
             if self._locked_position(tx) != position:
                 return False
             changes.write(tx, self.names)
+            if self.chain is not None:
+                self.chain.follow(tx, position, last, notifications)
             tx.execute(f"UPDATE {self.names.tracking} SET position = ? WHERE name = ?", (last, self.name))
         return True
 
