@@ -14,6 +14,7 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
+from accrual import charts
 from projections.at_tick import NoSuchTick, account_at, balances_at, tick_position
 from projections.books import Books, Period, by_month, complete, within
 from projections.cohorts import Cohorts
@@ -37,6 +38,7 @@ def liability(
     until: str = typer.Option(None, "--to", help="the last period_end shown (YYYY-MM-DD)"),
     json_output: bool = typer.Option(False, "--json", help="a JSON list of rows, with the rubles under rub"),
     csv_output: bool = typer.Option(False, "--csv", help="CSV: points columns, then the same in rubles"),
+    chart: Path = typer.Option(None, "--chart", dir_okay=False, help="also draw the months as FILE.png or .svg"),
 ) -> None:
     """The points liability, period by period: opening, issued by rule,
     clawed back, expired, redeemed by purpose, restored, transferred out and
@@ -46,6 +48,7 @@ def liability(
         raise typer.BadParameter(f"--by is tick or month, not {by!r}")
     if json_output and csv_output:
         raise typer.BadParameter("--json or --csv, not both")
+    _check_chart(chart)
     first = cli._parse_date(since) if since else None
     last = cli._parse_date(until) if until else None
     with cli._runtime() as runtime:
@@ -53,6 +56,8 @@ def liability(
         periods = Books(runtime.db).periods()
         value = runtime.settings.point_value_rub
     rows = within(by_month(periods) if by == "month" else periods, first, last)
+    if chart is not None:  # by month whatever --by says: a bar a tick is unreadable over a year
+        _draw(charts.liability, within(by_month(periods), first, last), chart)
     if json_output:
         cli._write_json([row.as_dict(value) for row in rows])
     elif csv_output:
@@ -103,6 +108,7 @@ def _print_table(cli: Any, rows: list[Period], value: Decimal) -> None:
 def breakage(
     json_output: bool = typer.Option(False, "--json", help="the cohorts, the estimate and its method as JSON"),
     csv_output: bool = typer.Option(False, "--csv", help="a row per cohort"),
+    chart: Path = typer.Option(None, "--chart", dir_okay=False, help="also draw the cohorts as FILE.png or .svg"),
 ) -> None:
     """Cohorts of lots by the month of their lot date: issued, redeemed,
     transferred, clawed back, expired, outstanding; the breakage rate of each
@@ -110,10 +116,13 @@ def breakage(
     cli = _cli()
     if json_output and csv_output:
         raise typer.BadParameter("--json or --csv, not both")
+    _check_chart(chart)
     with cli._runtime() as runtime:
         runtime.projector.catch_up()
         report = Cohorts(runtime.db).report()
     rows = report.rows()
+    if chart is not None:
+        _draw(charts.breakage, rows, chart)
     if json_output:
         return cli._write_json(report.as_dict())
     if csv_output:
@@ -141,6 +150,23 @@ def breakage(
 
 BREAKAGE_COLUMNS = ("cohort", "closed", "issued", "redeemed", "transferred", "in_transfer", "clawed_back", "expired",
                     "outstanding", "breakage_rate", "expected_breakage")
+
+
+def _check_chart(path: Path | None) -> None:
+    if path is not None:
+        try:
+            charts.check_target(path)
+        except charts.ChartError as error:
+            raise typer.BadParameter(str(error)) from error
+
+
+def _draw(draw: Callable[[Any, Path], None], rows: Any, path: Path) -> None:
+    try:
+        draw(rows, path)
+    except charts.ChartError as error:
+        _cli().err.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from error
+    _cli().err.print(f"chart written to {path}")
 
 
 def at_tick_balances(as_of: date) -> dict[str, int]:

@@ -294,3 +294,18 @@ def test_the_export_as_parquet_has_the_same_rows(programme, sqlite_url, tmp_path
     assert len(from_parquet) == len(from_csv) > 0
     for a, b in zip(from_csv, from_parquet, strict=True):
         assert {k: ("" if v is None else str(v)) for k, v in b.items()} == a
+
+
+def test_the_charts_are_drawn_as_png_and_svg_and_other_formats_are_refused(programme, sqlite_url, tmp_path):
+    import matplotlib.image  # the charts extra, which the test extra includes
+
+    three_periods(programme)
+    run(sqlite_url, "report", "liability", "--chart", str(tmp_path / "liability.png"))
+    run(sqlite_url, "report", "breakage", "--json", "--chart", str(tmp_path / "breakage.svg"))
+    height, width, _ = matplotlib.image.imread(tmp_path / "liability.png").shape
+    assert width > height > 300
+    svg = (tmp_path / "breakage.svg").read_text(encoding="utf-8")
+    # the cohorts of the worked example label their bars
+    assert svg.lstrip().startswith("<?xml") and "2026-01" in svg and "2026-03" in svg
+    run(sqlite_url, "report", "breakage", "--chart", str(tmp_path / "breakage.pdf"), code=2)
+    assert not (tmp_path / "breakage.pdf").exists()
