@@ -10,7 +10,7 @@ written with one statement per table at its end.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from contextlib import nullcontext
 from typing import Any, Callable, Iterable, Iterator
 from uuid import UUID
 
@@ -22,9 +22,10 @@ from engine.effects import NO_EFFECT
 from engine.mgts import MgtsAccount
 from engine.rejection import Rejection
 from engine.transfer import MemberTransfer
+from projections import upgrade
 from projections.changes import Changes, kopecks
 from projections.db import Database, Transaction
-from projections.tables import Names
+from projections.tables import Names, occurred_utc, utc_text
 
 BATCH_SIZE = 2000
 REBUILD_BATCH_SIZE = 20_000
@@ -35,11 +36,6 @@ _MEMBER_EVENTS = frozenset(
 _MGTS_EVENTS = frozenset(
     v for v in vars(MgtsAccount).values() if isinstance(v, type) and issubclass(v, MgtsAccount.Event)
 )
-
-
-def utc_text(moment: datetime) -> str:
-    """A moment as ISO text in UTC, always with microseconds: text order is time order."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
 def _json(value: Any) -> str:
@@ -103,13 +99,29 @@ class Projector:
     # -- running -------------------------------------------------------------
 
     def create_tables(self, indexes: bool = True) -> None:
+        """The tables, those of an earlier release with the columns added
+        since, filled in (`projections.upgrade`), then the indexes: on
+        SQLite all in one write transaction, on PostgreSQL the fill in a
+        transaction per batch."""
         with self.db.transaction() as tx:
-            for statement in self.names.create_statements(indexes):
+            for statement in self.names.create_statements(indexes=False):
                 tx.execute(statement)
             tx.execute(
                 f"INSERT INTO {self.names.tracking} (name, position) VALUES (?, 0) ON CONFLICT (name) DO NOTHING",
                 (self.name,),
             )
+            upgrade.add_columns(tx, self.names)
+            if not self.db.is_postgres:
+                self._fill_and_index(lambda: nullcontext(tx), indexes)
+        if self.db.is_postgres:
+            self._fill_and_index(self.db.transaction, indexes)
+
+    def _fill_and_index(self, transaction: upgrade.Transactions, indexes: bool) -> None:
+        upgrade.fill(transaction, self.names)
+        if indexes:
+            with transaction() as tx:
+                for statement in self.names.index_statements():
+                    tx.execute(statement)
 
     def rebuild(
         self,
@@ -308,10 +320,11 @@ class Projector:
     def _history(self, msisdn: str, e: Any, kind: str, **fields: Any) -> None:
         """A history row of the event whose effect `_points` has just taken."""
         get = fields.get
+        occurred_at = e.timestamp.isoformat()
         self._changes.history.append((
             msisdn, e.originator_version, kind, self._effect.points, get("rule"), get("reason"),
-            get("source_event_id"), get("lot_id"), get("lot_date"), get("expires_on"), e.timestamp.isoformat(),
-            _json(get("detail", {})),
+            get("source_event_id"), get("lot_id"), get("lot_date"), get("expires_on"), occurred_at,
+            _json(get("detail", {})), occurred_utc(occurred_at),
         ))
 
     def _opened(self, e: Any) -> None:

@@ -9,8 +9,7 @@ from typing import Any, Callable
 from engine.calendar import MOSCOW, midnight, shift_month
 from engine.rules import RuleSet
 from projections.db import Database
-from projections.projector import utc_text
-from projections.tables import Names
+from projections.tables import Names, utc_text
 
 
 class ReadModels:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 from pathlib import Path
 
@@ -21,7 +22,9 @@ from typer.testing import CliRunner
 from accrual.cli import app as cli
 from accrual.runtime import Runtime
 from engine.ids import mgts_account_id
+from projections import upgrade
 from tests.conftest import settings_for
+from tests.programme import Programme
 
 OLD_STORE = Path(__file__).parent / "data" / "old_store"
 EXPECTED = OLD_STORE / "expected"
@@ -69,6 +72,43 @@ def test_an_old_store_gives_the_same_answers_and_a_clean_audit(old_store):
         assert json.loads(accrual(old_store, "history", msisdn, "--json")) == answer, msisdn
     for msisdn, answer in expected("balance").items():
         assert without_clock(json.loads(accrual(old_store, "balance", msisdn, "--json"))) == without_clock(answer)
+
+
+@pytest.mark.parametrize("left", ["by the release before", "half-way through its upgrade"])
+def test_a_history_without_its_moments_in_utc_is_filled_when_two_processes_start_at_once(
+    database_url, left, monkeypatch
+):
+    """A store's history as the release before left it (no `occurred_utc`,
+    no index), or as an upgrade stopped half-way left it (some rows without
+    it, no index): two processes starting at once fill it, in batches, and
+    the read models are the ones a rebuild writes."""
+    monkeypatch.setattr(upgrade, "FILL_BATCH_SIZE", 4)
+    with Runtime(settings_for(database_url)) as runtime:
+        programme = Programme(runtime)
+        for n, msisdn in enumerate(("79990002001", "79990002002", "79990002003")):
+            programme.enroll(msisdn, "2026-03-01 10:00")
+            for day in range(1, 6):
+                programme.ballyplus(msisdn, n + day, f"2026-03-{day + 1:02d}T0{day}:00:00+0{n}:00")
+        runtime.projector.catch_up()
+        written = runtime.db.query("SELECT msisdn, version, occurred_utc FROM rm_history ORDER BY msisdn, version")
+        with runtime.db.transaction() as tx:
+            tx.execute("DROP INDEX rm_history_by_moment")
+            if left == "by the release before":
+                tx.execute("ALTER TABLE rm_history DROP COLUMN occurred_utc")
+            else:
+                tx.execute("UPDATE rm_history SET occurred_utc = NULL WHERE version IN (2, 4) OR msisdn > '79990002001'")
+    with ThreadPoolExecutor(2) as pool:
+        runtimes = list(pool.map(lambda _: Runtime(settings_for(database_url)), range(2)))
+    try:
+        db = runtimes[0].db
+        assert len(written) == 18 and db.query(
+            "SELECT msisdn, version, occurred_utc FROM rm_history ORDER BY msisdn, version") == written
+        indexes = "SELECT indexname FROM pg_indexes" if db.is_postgres else "SELECT name FROM sqlite_master"
+        assert ("rm_history_by_moment",) in db.query(indexes)
+        assert runtimes[1].audit() == []
+    finally:
+        for opened in runtimes:
+            opened.close()
 
 
 def test_a_replay_of_an_old_store_rebuilds_the_same_read_models(old_store):
