@@ -14,6 +14,7 @@ import shutil
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
+from itertools import product
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,10 @@ from accrual.cli import app as cli
 from accrual.runtime import Runtime
 from engine.ids import mgts_account_id
 from projections import upgrade
+from projections.tables import occurred_utc
 from tests.conftest import settings_for
 from tests.programme import Programme
+from tests.test_history_page import former_page
 
 OLD_STORE = Path(__file__).parent / "data" / "old_store"
 EXPECTED = OLD_STORE / "expected"
@@ -72,6 +75,25 @@ def test_an_old_store_gives_the_same_answers_and_a_clean_audit(old_store):
         assert json.loads(accrual(old_store, "history", msisdn, "--json")) == answer, msisdn
     for msisdn, answer in expected("balance").items():
         assert without_clock(json.loads(accrual(old_store, "balance", msisdn, "--json"))) == without_clock(answer)
+
+
+def test_an_old_store_gets_its_history_s_moments_in_utc_and_pages_it_as_before(old_store):
+    """`rm_history.occurred_utc` came after this store's release: start-up
+    adds it and fills it with the projector's own function, and the pages
+    of the personal account's history (now read in SQL) are what sorting
+    the old history in Python gave: the released held events, older than
+    the enrollment that follows them in the log, included."""
+    kinds = [None, ["accrued"], ["enrolled", "not_eligible", "redeemed"]]
+    days = [None, date(2025, 8, 18), date(2026, 1, 1), date(2026, 9, 30)]
+    with Runtime(settings_for(old_store)) as runtime:
+        rows = runtime.db.query("SELECT occurred_at, occurred_utc FROM rm_history")
+        assert len(rows) == 392 and all(utc == occurred_utc(at) for at, utc in rows)
+        for msisdn, history in expected("history").items():
+            for wanted, since, until, (limit, offset) in product(kinds, days, days, [(20, 0), (20, 20), (7, 35)]):
+                answer = runtime.reads.history_page(msisdn, kinds=wanted, since=since, until=until, limit=limit,
+                                                    offset=offset)
+                assert answer == former_page(history, wanted, since, until, limit, offset), (msisdn, since, until)
+    assert json.loads(accrual(old_store, "audit", "--json")) == {"differences": []}
 
 
 @pytest.mark.parametrize("left", ["by the release before", "half-way through its upgrade"])
