@@ -2,12 +2,15 @@
 bounded load generator on 127.0.0.1 (issue 11's figures).
 
     python -m bench.web [--store sqlite|postgres|both] [--scenario me,history,orders,me-during-ingest]
-                        [--concurrency 10] [--seconds 20] [--workers 1] [--members 8] [--no-record]
+                        [--concurrency 10] [--seconds 20] [--workers 1] [--members 8]
+                        [--history-lines 42] [--no-record]
 
 What it does, per store:
 1. a fresh store with `--members` enrolled members, each with 1,000,000
-   points from Баллы Плюс and 40 usage charges (a history of 41 lines), by
-   `accrual ingest`;
+   points from Баллы Плюс and 40 usage charges (a history of 42 lines), by
+   `accrual ingest`; `--history-lines N` (more than 42) adds Баллы Плюс
+   transfers of one point, spread over 2026 with the offsets producers use
+   (+03:00, Z, +05:00), until each member has N lines (a member of years);
 2. `accrual serve --workers W` on a free port, and an API session per
    member (the SMS code flow: POST /api/v1/auth/otp/request, the code from
    the outbox, POST /api/v1/auth/otp/verify);
@@ -41,7 +44,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +56,7 @@ RESULTS = ROOT / "bench" / "results" / "web.jsonl"
 SCENARIOS = ("me", "history", "orders", "me-during-ingest")
 WARM_UP_S = 2.0
 REQUESTS_PER_CONNECTION = 100
+BASE_HISTORY_LINES = 42  # of each member: enrolled, the Баллы Плюс transfer, 40 usage accruals
 TARGETS = {"me": (1000, 50), "history": (1000, 50), "orders": (300, None), "me-during-ingest": (None, 100)}
 
 
@@ -70,7 +74,7 @@ def accrual(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
-def members_feed(path: Path, members: int) -> list[str]:
+def members_feed(path: Path, members: int, history_lines: int = BASE_HISTORY_LINES) -> list[str]:
     """Enrolled members with a long history and points enough for any run."""
     numbers = [f"7916{n:07d}" for n in range(1, members + 1)]
     lines = []
@@ -83,8 +87,24 @@ def members_feed(path: Path, members: int) -> list[str]:
             lines.append({"topic": "mts.usage.v1", "event_id": f"bench-use-{i}-{k}", "type": "usage_charged",
                           "occurred_at": f"2026-{1 + k % 10:02d}-{1 + k // 10:02d}T12:00:00+03:00",
                           "msisdn": msisdn, "service": "mobile", "amount": "100.00"})
+        lines.extend(long_history(i, msisdn, history_lines - BASE_HISTORY_LINES))
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return numbers
+
+
+def long_history(i: int, msisdn: str, count: int) -> list[dict]:
+    """`count` Баллы Плюс transfers of one point each (a history line each),
+    spread evenly from 2 January to 31 October 2026, each written with one
+    of three offsets."""
+    start = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    step = timedelta(days=302) / max(1, count)
+    offsets = [timezone(timedelta(hours=3)), timezone.utc, timezone(timedelta(hours=5))]
+    return [
+        {"topic": "partner.ballyplus.v1", "event_id": f"bench-long-{i}-{k}", "type": "ballyplus_transfer",
+         "occurred_at": (start + step * k).astimezone(offsets[k % 3]).isoformat(),
+         "msisdn": msisdn, "partner_points": 1}
+        for k in range(max(0, count))
+    ]
 
 
 class Server:
@@ -284,8 +304,8 @@ def one_store(kind: str, args: argparse.Namespace) -> list[dict]:
     results = []
     server = None
     try:
-        feed = Path(cache_dir()) / f"web-members-{args.members}.jsonl"
-        msisdns = members_feed(feed, args.members)
+        feed = Path(cache_dir()) / f"web-members-{args.members}-h{args.history_lines}.jsonl"
+        msisdns = members_feed(feed, args.members, args.history_lines)
         accrual(env, "ingest", str(feed))
         server = Server(env, args.workers)
         server.wait_ready()
@@ -311,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="accrual serve --workers")
     parser.add_argument("--members", type=int, default=8, help="members with a session (at most 20: the SMS "
                         "limit of one client address)")
+    parser.add_argument("--history-lines", type=int, default=BASE_HISTORY_LINES,
+                        help=f"history lines of each member (more than {BASE_HISTORY_LINES}: a long history)")
     parser.add_argument("--note", default="")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args(argv)
@@ -332,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_record:
         entry = {"bench": "web", "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **machine(),
                  "workers": args.workers, "concurrency": args.concurrency, "note": args.note, "results": results}
+        if args.history_lines != BASE_HISTORY_LINES:
+            entry["history_lines"] = args.history_lines
         with RESULTS.open("a") as out:
             out.write(json.dumps(entry, ensure_ascii=False) + "\n")
         print(f"appended to {RESULTS}")

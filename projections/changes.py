@@ -155,7 +155,8 @@ class Changes:
         )
         tx.executemany(f"UPDATE {names.members} SET enrolled_at = ?, channel = ? WHERE account_id = ?", self.enrolled)
         tx.insert(names.history, ("msisdn", "version", "kind", "points", "rule", "reason", "source_event_id",
-                                  "lot_id", "lot_date", "expires_on", "occurred_at", "detail"), self.history)
+                                  "lot_id", "lot_date", "expires_on", "occurred_at", "detail", "occurred_utc"),
+                  self.history)
         tx.insert(names.lots, ("msisdn", "lot_id", "rule", "lot_date", "expires_on", "points", "remaining"),
                   list(self.new_lots.values()))
         tx.executemany(

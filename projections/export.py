@@ -70,7 +70,7 @@ def movements(
         positions = {(n.originator_id, n.originator_version): int(n.id) for n in page}
         events = [app.mapper.to_domain_event(n) for n in page]
         for (msisdn, version, kind, points, rule, reason, source, lot_id, _lot_date, _expires, occurred_at,
-             detail) in projector.history_of(events):
+             detail, *_) in projector.history_of(events):
             if not points:
                 continue
             position = positions[(member_id(msisdn), version)]

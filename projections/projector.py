@@ -10,7 +10,7 @@ written with one statement per table at its end.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from contextlib import nullcontext
 from typing import Any, Callable, Iterable, Iterator
 from uuid import UUID
 
@@ -23,12 +23,12 @@ from engine.effects import NO_EFFECT
 from engine.mgts import MgtsAccount
 from engine.rejection import Rejection
 from engine.transfer import MemberTransfer
-from projections import books, cohorts
+from projections import books, cohorts, upgrade
 from projections.chain import LogChain, create_statement
 from projections.changes import Changes, kopecks
 from projections.cohorts import book_line
 from projections.db import Database, Transaction
-from projections.tables import Names
+from projections.tables import Names, occurred_utc, utc_text
 
 BATCH_SIZE = 2000
 REBUILD_BATCH_SIZE = 20_000
@@ -39,11 +39,6 @@ _MEMBER_EVENTS = frozenset(
 _MGTS_EVENTS = frozenset(
     v for v in vars(MgtsAccount).values() if isinstance(v, type) and issubclass(v, MgtsAccount.Event)
 )
-
-
-def utc_text(moment: datetime) -> str:
-    """A moment as ISO text in UTC, always with microseconds: text order is time order."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
 def _json(value: Any) -> str:
@@ -111,8 +106,12 @@ class Projector:
     # -- running -------------------------------------------------------------
 
     def create_tables(self, indexes: bool = True) -> None:
+        """The tables, those of an earlier release with the columns added
+        since, filled in (`projections.upgrade`), then the indexes: on
+        SQLite all in one write transaction, on PostgreSQL the fill in a
+        transaction per batch."""
         with self.db.transaction() as tx:
-            for statement in self.names.create_statements(indexes):
+            for statement in self.names.create_statements(indexes=False):
                 tx.execute(statement)
             tx.execute(
                 f"INSERT INTO {self.names.tracking} (name, position) VALUES (?, 0) ON CONFLICT (name) DO NOTHING",
@@ -120,6 +119,11 @@ class Projector:
             )
             if self.chain is not None:
                 tx.execute(create_statement(self.db))
+            upgrade.add_columns(tx, self.names)
+            if not self.db.is_postgres:
+                self._fill_and_index(lambda: nullcontext(tx), indexes)
+        if self.db.is_postgres:
+            self._fill_and_index(self.db.transaction, indexes)
         # Read models of an earlier release had no books and no cohorts. Filled
         # holding the position, so no other projector writes meanwhile; in a
         # transaction of its own, after the DDL's table locks are released (a
@@ -129,6 +133,13 @@ class Projector:
             self._locked_position(tx)
             books.fill_from_history(tx, self.names)
             cohorts.fill_from_history(tx, self.names)
+
+    def _fill_and_index(self, transaction: upgrade.Transactions, indexes: bool) -> None:
+        upgrade.fill(transaction, self.names)
+        if indexes:
+            with transaction() as tx:
+                for statement in self.names.index_statements():
+                    tx.execute(statement)
 
     def rebuild(
         self,
@@ -338,10 +349,11 @@ class Projector:
         get = fields.get
         points = self._effect.points
         detail = get("detail", {})
+        occurred_at = e.timestamp.isoformat()
         self._changes.history.append((
             msisdn, e.originator_version, kind, points, get("rule"), get("reason"),
-            get("source_event_id"), get("lot_id"), get("lot_date"), get("expires_on"), e.timestamp.isoformat(),
-            _json(detail),
+            get("source_event_id"), get("lot_id"), get("lot_date"), get("expires_on"), occurred_at,
+            _json(detail), occurred_utc(occurred_at),
         ))
         self._changes.books.book(kind, get("rule"), get("reason"), points)
         if points or detail.get("lapsed"):

@@ -3,14 +3,13 @@ the tick's agenda (which aggregates have settlements or expiries due)."""
 from __future__ import annotations
 
 import json
-from datetime import date, datetime
+from datetime import date, timedelta
 from typing import Any, Callable
 
-from engine.calendar import MOSCOW, midnight, shift_month
+from engine.calendar import midnight, shift_month
 from engine.rules import RuleSet
 from projections.db import Database
-from projections.projector import utc_text
-from projections.tables import Names
+from projections.tables import Names, utc_text
 
 
 class ReadModels:
@@ -51,8 +50,6 @@ class ReadModels:
         (at or before 00:00 Moscow of `today`) but are still in the balance
         because no tick has closed the day since are not "expiring":
         `lapsed` counts them."""
-        from datetime import timedelta
-
         valid = [lot for lot in (self.lots(msisdn) if lots is None else lots) if lot["expires_on"] > today.isoformat()]
         return {
             days: sum(lot["remaining"] for lot in valid if lot["expires_on"] <= (today + timedelta(days=days)).isoformat())
@@ -68,36 +65,38 @@ class ReadModels:
 
     def history(self, msisdn: str, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
         rows = self.db.query(
-            f"SELECT version, kind, points, rule, reason, source_event_id, lot_id, lot_date, expires_on, "
-            f"occurred_at, detail FROM {self.names.history} WHERE msisdn = ? ORDER BY version LIMIT ? OFFSET ?",
+            f"SELECT {_HISTORY_COLUMNS} FROM {self.names.history} WHERE msisdn = ? ORDER BY version LIMIT ? OFFSET ?",
             (msisdn, limit, offset),
         )
-        keys = ("version", "kind", "points", "rule", "reason", "source_event_id", "lot_id", "lot_date",
-                "expires_on", "occurred_at", "detail")
-        result = []
-        for row in rows:
-            entry = dict(zip(keys, row, strict=True))
-            entry["detail"] = json.loads(entry["detail"])
-            result.append(entry)
-        return result
+        return [_history_entry(row) for row in rows]
 
     def history_page(
         self, msisdn: str, *, kinds: list[str] | None = None, since: date | None = None,
         until: date | None = None, limit: int = 50, offset: int = 0,
     ) -> tuple[list[dict[str, Any]], int]:
         """The personal account's history: newest first by when it happened
-        (`occurred_at`; the log's order among equal moments), filtered by
-        kind and by the Moscow dates of `occurred_at` (both ends included),
-        one page and the number of entries that match. Log order alone
-        would put a late-arriving event above newer ones. (Producers write
-        `occurred_at` with any offset, so moments are compared parsed.)"""
-        entries = self.history(msisdn, limit=10**9)
-        if kinds:
-            entries = [e for e in entries if e["kind"] in kinds]
-        if since is not None or until is not None:
-            entries = [e for e in entries if _within(e["occurred_at"], since, until)]
-        entries.sort(key=lambda e: (datetime.fromisoformat(e["occurred_at"]), e["version"]), reverse=True)
-        return entries[offset:offset + limit], len(entries)
+        (`occurred_utc`, the moment of `occurred_at` in UTC; the log's order
+        among equal moments), filtered by kind and by the Moscow dates of
+        `occurred_at` (both ends included), one page and the number of
+        entries that match. Log order alone would put a late-arriving event
+        above newer ones.
+
+        One query: the page by the index (msisdn, occurred_utc, version),
+        the count as a subquery (computed once). A page past the end asks
+        for the count alone. (`COUNT(*) OVER ()` would read and sort every
+        matching row: on SQLite 22 ms for 5,000 lines against 0.5.)"""
+        where, params = _history_filter(msisdn, kinds, since, until)
+        table = self.names.history
+        rows = self.db.query(
+            f"SELECT {_HISTORY_COLUMNS}, (SELECT COUNT(*) FROM {table} WHERE {where}) FROM {table} WHERE {where} "
+            "ORDER BY occurred_utc DESC, version DESC LIMIT ? OFFSET ?",
+            (*params, *params, limit, offset),
+        )
+        if rows:
+            return [_history_entry(row[:-1]) for row in rows], int(rows[0][-1])
+        if offset == 0:
+            return [], 0
+        return [], int(self.db.query(f"SELECT COUNT(*) FROM {table} WHERE {where}", params)[0][0])
 
     def mgts_accounts_of(self, msisdn: str) -> list[dict[str, Any]]:
         """The MGTS accounts that earn for this member now."""
@@ -196,9 +195,49 @@ class Agenda:
         )]
 
 
-def _within(occurred_at: str, since: date | None, until: date | None) -> bool:
-    day = datetime.fromisoformat(occurred_at).astimezone(MOSCOW).date()
-    return (since is None or day >= since) and (until is None or day <= until)
+_HISTORY_KEYS = ("version", "kind", "points", "rule", "reason", "source_event_id", "lot_id", "lot_date",
+                 "expires_on", "occurred_at", "detail")
+_HISTORY_COLUMNS = ", ".join(_HISTORY_KEYS)
+
+
+def _history_entry(row: tuple) -> dict[str, Any]:
+    entry = dict(zip(_HISTORY_KEYS, row, strict=True))
+    entry["detail"] = json.loads(entry["detail"])
+    return entry
+
+
+def _history_filter(msisdn: str, kinds: list[str] | None, since: date | None,
+                    until: date | None) -> tuple[str, tuple]:
+    """The WHERE clause of a member's history rows of `kinds` whose Moscow
+    date is from `since` to `until`: from 00:00 Moscow of `since` up to,
+    not including, 00:00 Moscow of the day after `until`, in UTC text."""
+    where, params = ["msisdn = ?"], [msisdn]
+    if kinds:
+        wanted = sorted(set(kinds))
+        where.append(f"kind IN ({', '.join('?' * len(wanted))})")
+        params.extend(wanted)
+    first = _utc_midnight(since, 0)
+    if first is not None:
+        where.append("occurred_utc >= ?")
+        params.append(first)
+    end = _utc_midnight(until, 1)
+    if end is not None:
+        where.append("occurred_utc < ?")
+        params.append(end)
+    return " AND ".join(where), tuple(params)
+
+
+def _utc_midnight(day: date | None, days_after: int) -> str | None:
+    """00:00 Moscow of `days_after` days after `day`, as UTC text; None, no
+    bound, for no day or one at the end of the calendar (date.min's
+    midnight in Moscow is before the first moment in UTC, date.max has no
+    day after): every moment is on or after the first, on or before the last."""
+    if day is None:
+        return None
+    try:
+        return utc_text(midnight(day + timedelta(days=days_after)))
+    except OverflowError:
+        return None
 
 
 def _last_month_due(as_of: date, settlement_day: int) -> str:

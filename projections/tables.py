@@ -2,7 +2,9 @@
 build a scratch copy beside the live one. Money is kept in kopecks (integers)
 so that sums in SQL stay exact on SQLite as well as on PostgreSQL. Moments
 that are compared in SQL (a transfer's `expires_at`) are ISO text in UTC, so
-that text order is time order.
+that text order is time order. A history row keeps its `occurred_at` as the
+producer wrote it (any offset) and the same moment in UTC, `occurred_utc`,
+which the personal account's history is sorted and filtered by.
 
 `books` and `closes` are the liability rollforward (projections/books.py):
 the points each kind of movement moved in each period of the books, a
@@ -12,6 +14,7 @@ points of each month of lot dates (projections/cohorts.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 TABLES = (
     "members",
@@ -55,6 +58,7 @@ _DDL = {
             expires_on TEXT,
             occurred_at TEXT NOT NULL,
             detail TEXT NOT NULL,
+            occurred_utc TEXT,
             PRIMARY KEY (msisdn, version))""",
     "lots": """
         CREATE TABLE IF NOT EXISTS {lots} (
@@ -152,6 +156,7 @@ _DDL = {
 }
 
 _INDEXES = (
+    "CREATE INDEX IF NOT EXISTS {history}_by_moment ON {history} (msisdn, occurred_utc, version)",
     "CREATE INDEX IF NOT EXISTS {lots}_expiring ON {lots} (expires_on) WHERE remaining > 0",
     "CREATE INDEX IF NOT EXISTS {card_months}_dirty ON {card_months} (month) WHERE dirty = 1",
     "CREATE INDEX IF NOT EXISTS {mgts_periods}_dirty ON {mgts_periods} (period) WHERE dirty = 1",
@@ -161,6 +166,19 @@ _INDEXES = (
     "CREATE INDEX IF NOT EXISTS {transfers}_recipient ON {transfers} (recipient)",
     "CREATE INDEX IF NOT EXISTS {debits}_msisdn ON {debits} (msisdn, created_at)",
 )
+
+
+def utc_text(moment: datetime) -> str:
+    """A moment as ISO text in UTC, always with microseconds: text order is time order."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def occurred_utc(occurred_at: str) -> str:
+    """A history row's `occurred_utc`: its `occurred_at` (ISO text with the
+    producer's offset) as `utc_text`. The projector writes it with this
+    function, and so does the upgrade of an older store (`projections.upgrade`)."""
+    return utc_text(datetime.fromisoformat(occurred_at))
+
 
 # How each table is ordered when audit compares a live copy with a rebuilt one.
 ORDER_BY = {

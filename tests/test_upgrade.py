@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
+from itertools import product
 from pathlib import Path
 
 import pytest
@@ -21,8 +23,12 @@ from typer.testing import CliRunner
 from accrual.cli import app as cli
 from accrual.runtime import Runtime
 from engine.ids import mgts_account_id
+from projections import upgrade
 from projections.books import Books
+from projections.tables import occurred_utc
 from tests.conftest import settings_for
+from tests.programme import Programme
+from tests.test_history_page import former_page
 
 OLD_STORE = Path(__file__).parent / "data" / "old_store"
 EXPECTED = OLD_STORE / "expected"
@@ -70,6 +76,62 @@ def test_an_old_store_gives_the_same_answers_and_a_clean_audit(old_store):
         assert json.loads(accrual(old_store, "history", msisdn, "--json")) == answer, msisdn
     for msisdn, answer in expected("balance").items():
         assert without_clock(json.loads(accrual(old_store, "balance", msisdn, "--json"))) == without_clock(answer)
+
+
+def test_an_old_store_gets_its_history_s_moments_in_utc_and_pages_it_as_before(old_store):
+    """`rm_history.occurred_utc` came after this store's release: start-up
+    adds it and fills it with the projector's own function, and the pages
+    of the personal account's history (now read in SQL) are what sorting
+    the old history in Python gave: the released held events, older than
+    the enrollment that follows them in the log, included."""
+    kinds = [None, ["accrued"], ["enrolled", "not_eligible", "redeemed"]]
+    days = [None, date(2025, 8, 18), date(2026, 1, 1), date(2026, 9, 30)]
+    with Runtime(settings_for(old_store)) as runtime:
+        rows = runtime.db.query("SELECT occurred_at, occurred_utc FROM rm_history")
+        assert len(rows) == 392 and all(utc == occurred_utc(at) for at, utc in rows)
+        for msisdn, history in expected("history").items():
+            for wanted, since, until, (limit, offset) in product(kinds, days, days, [(20, 0), (20, 20), (7, 35)]):
+                answer = runtime.reads.history_page(msisdn, kinds=wanted, since=since, until=until, limit=limit,
+                                                    offset=offset)
+                assert answer == former_page(history, wanted, since, until, limit, offset), (msisdn, since, until)
+    assert json.loads(accrual(old_store, "audit", "--json")) == {"differences": []}
+
+
+@pytest.mark.parametrize("left", ["by the release before", "half-way through its upgrade"])
+def test_a_history_without_its_moments_in_utc_is_filled_when_two_processes_start_at_once(
+    database_url, left, monkeypatch
+):
+    """A store's history as the release before left it (no `occurred_utc`,
+    no index), or as an upgrade stopped half-way left it (some rows without
+    it, no index): two processes starting at once fill it, in batches, and
+    the read models are the ones a rebuild writes."""
+    monkeypatch.setattr(upgrade, "FILL_BATCH_SIZE", 4)
+    with Runtime(settings_for(database_url)) as runtime:
+        programme = Programme(runtime)
+        for n, msisdn in enumerate(("79990002001", "79990002002", "79990002003")):
+            programme.enroll(msisdn, "2026-03-01 10:00")
+            for day in range(1, 6):
+                programme.ballyplus(msisdn, n + day, f"2026-03-{day + 1:02d}T0{day}:00:00+0{n}:00")
+        runtime.projector.catch_up()
+        written = runtime.db.query("SELECT msisdn, version, occurred_utc FROM rm_history ORDER BY msisdn, version")
+        with runtime.db.transaction() as tx:
+            tx.execute("DROP INDEX rm_history_by_moment")
+            if left == "by the release before":
+                tx.execute("ALTER TABLE rm_history DROP COLUMN occurred_utc")
+            else:
+                tx.execute("UPDATE rm_history SET occurred_utc = NULL WHERE version IN (2, 4) OR msisdn > '79990002001'")
+    with ThreadPoolExecutor(2) as pool:
+        runtimes = list(pool.map(lambda _: Runtime(settings_for(database_url)), range(2)))
+    try:
+        db = runtimes[0].db
+        assert len(written) == 18 and db.query(
+            "SELECT msisdn, version, occurred_utc FROM rm_history ORDER BY msisdn, version") == written
+        indexes = "SELECT indexname FROM pg_indexes" if db.is_postgres else "SELECT name FROM sqlite_master"
+        assert ("rm_history_by_moment",) in db.query(indexes)
+        assert runtimes[1].audit() == []
+    finally:
+        for opened in runtimes:
+            opened.close()
 
 
 def test_a_replay_of_an_old_store_rebuilds_the_same_read_models(old_store):
