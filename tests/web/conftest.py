@@ -3,7 +3,9 @@ PostgreSQL database, a clock the test moves, and helpers that sign in with
 the code from the SMS outbox."""
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -95,8 +97,11 @@ def serving(env: dict[str, str], *args: str, timeout: float = 30):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # A session of its own, so that the server's worker processes can be
+    # stopped with it (an orphaned worker would hold the stderr pipe open).
     server = subprocess.Popen([sys.executable, "-m", "accrual.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-                               *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
@@ -107,10 +112,21 @@ def serving(env: dict[str, str], *args: str, timeout: float = 30):
             except httpx.HTTPError:
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"accrual serve {' '.join(args)} did not answer: {server.stderr.read()[-2000:]}")
+                _kill_group(server)
+                _, stderr = server.communicate(timeout=10)
+                pytest.fail(f"accrual serve {' '.join(args)} did not answer: {stderr[-2000:]}")
             time.sleep(0.1)
         yield base, server
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        finally:
+            _kill_group(server)  # whatever of it is left
+
+
+def _kill_group(server: subprocess.Popen) -> None:
+    try:
+        os.killpg(server.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
