@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import typer
+from rich import box
 from rich.progress import Progress
 from rich.table import Table
 
@@ -98,6 +99,7 @@ def _print_table(cli: Any, rows: list[Period], value: Decimal) -> None:
         table.add_row(row.period_end.isoformat(), f"{row.opening:,}", f"{row.total('issued'):,}",
                       f"{row.total('clawed_back'):,}", f"{row.total('expired'):,}", f"{row.total('redeemed'):,}",
                       f"{row.total('restored'):,}", f"{transfers:+,}", f"{row.closing:,}")
+    _keep_whole(table)
     cli.out.print(table)
     closing = rows[-1].closing
     cli.out.print(f"closing {rows[-1].period_end}: {closing:,} points = {(value * closing).quantize(Decimal('0.01')):,} ₽"
@@ -141,6 +143,7 @@ def breakage(
         expected = f"{row['expected_breakage']:,}" if row["expected_breakage"] is not None else ""
         table.add_row(row["cohort"], *(f"{row[c]:,}" for c in ("issued", "redeemed", "clawed_back", "expired",
                                                                "in_transfer", "outstanding")), rate, expected)
+    _keep_whole(table)
     cli.out.print(table)
     estimate = report.rate
     cli.out.print(f"estimate: {'none yet (no closed cohort)' if estimate is None else f'{estimate * 100:.2f} %'}"
@@ -150,6 +153,17 @@ def breakage(
 
 BREAKAGE_COLUMNS = ("cohort", "closed", "issued", "redeemed", "transferred", "in_transfer", "clawed_back", "expired",
                     "outstanding", "breakage_rate", "expected_breakage")
+
+
+def _keep_whole(table: Table) -> None:
+    """After the rows are in: figures are never cut on a narrow terminal
+    (each column at least as wide as its widest figure); headers wrap instead."""
+    table.box = box.SIMPLE_HEAD  # no vertical rules: the figures get the width
+    table.pad_edge = False
+    for column in table.columns:
+        column.min_width = max((len(str(cell)) for cell in column.cells), default=1)
+        if column is not table.columns[0]:
+            column.justify = "right"
 
 
 def _check_chart(path: Path | None) -> None:
