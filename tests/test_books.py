@@ -5,12 +5,22 @@ Every expected number is worked out by hand in a comment. Rates (RULES.md):
 usage 1 point per 5 ₽ a month; MTS-branded shop lines 1 point per 3 ₽;
 Баллы Плюс 1 point per partner point; a lot expires 12 months after its
 lot date; a transfer not accepted within 24 hours goes back at the next tick."""
+import csv
+import io
+import json
 from datetime import datetime
+from decimal import Decimal
 
+import matplotlib.image  # the charts extra, which the test extra includes
+import pyarrow.parquet as pq  # the parquet extra, which the test extra includes
 import pytest
+from typer.testing import CliRunner
 
+from accrual.cli import app
 from engine.calendar import MOSCOW
-from projections.books import Period
+from projections.at_tick import NoSuchTick
+from projections.books import Period, by_month
+from projections.cohorts import Cohorts
 
 ANNA, BORIS = "79990012001", "79990012002"
 
@@ -114,8 +124,6 @@ def test_the_books_by_month_gather_the_ticks_of_the_days_each_closed(programme):
     programme.tick("2026-02-01")  # closes 31 January: still January
     programme.ballyplus(ANNA, 40, "2026-02-03 10:00")
     programme.tick("2026-02-05")  # closes 4 February
-    from projections.books import by_month
-
     months = [row(period) for period in by_month(programme.books())]
     # January: 0 + 10 + 20 = 30 over two ticks; February: 30 + 40 = 70
     assert months == [
@@ -128,16 +136,12 @@ def test_the_rubles_at_the_configured_value_of_a_point(programme):
     programme.enroll(ANNA, "2026-01-01 00:00")
     programme.ballyplus(ANNA, 3, "2026-01-05 10:00")
     programme.tick("2026-01-20")
-    from decimal import Decimal
-
     rub = programme.books()[0].as_dict(Decimal("0.35"))["rub"]
     # 3 points at 0.35 ₽ = 1.05 ₽
     assert (rub["closing"], rub["issued"]["ballyplus"], rub["opening"]) == ("1.05", "1.05", "0.00")
 
 
 def test_no_tick_no_books_and_at_tick_of_an_unknown_date_says_so(programme):
-    from projections.at_tick import NoSuchTick
-
     programme.enroll(ANNA, "2026-01-01 00:00")
     programme.ballyplus(ANNA, 3, "2026-01-05 10:00")
     assert programme.books() == []
@@ -150,10 +154,6 @@ def test_no_tick_no_books_and_at_tick_of_an_unknown_date_says_so(programme):
 
 
 def run(url: str, *args: str, code: int = 0) -> str:
-    from typer.testing import CliRunner
-
-    from accrual.cli import app
-
     result = CliRunner().invoke(app, list(args), env={"ACCRUAL_DATABASE_URL": url, "ACCRUAL_POINT_VALUE_RUB": "0.50"},
                                 catch_exceptions=False)
     assert result.exit_code == code, result.output
@@ -161,9 +161,6 @@ def run(url: str, *args: str, code: int = 0) -> str:
 
 
 def test_the_report_as_json_csv_and_a_table_by_tick_and_by_month(programme, sqlite_url):
-    import csv
-    import io
-    import json
 
     three_periods(programme)
     rows = json.loads(run(sqlite_url, "report", "liability", "--json"))
@@ -187,7 +184,6 @@ def test_the_report_as_json_csv_and_a_table_by_tick_and_by_month(programme, sqli
 
 
 def test_balances_and_a_balance_at_a_tick_from_the_log(programme, sqlite_url):
-    import json
 
     three_periods(programme)
     assert json.loads(run(sqlite_url, "balances", "--json", "--at-tick", "2026-02-01")) == {ANNA: 40, BORIS: 50}
@@ -205,8 +201,6 @@ def test_balances_and_a_balance_at_a_tick_from_the_log(programme, sqlite_url):
 
 
 def test_the_cohorts_of_the_worked_example_and_the_breakage_of_a_closed_one(programme_on):
-    from projections.cohorts import Cohorts
-
     p = three_periods(programme_on)
 
     def cohorts():
@@ -236,9 +230,6 @@ def test_the_cohorts_of_the_worked_example_and_the_breakage_of_a_closed_one(prog
 
 
 def test_the_breakage_report_on_the_command_line(programme, sqlite_url):
-    import csv
-    import io
-    import json
 
     three_periods(programme)
     report = json.loads(run(sqlite_url, "report", "breakage", "--json"))
@@ -256,7 +247,6 @@ def test_the_breakage_report_on_the_command_line(programme, sqlite_url):
 
 def test_the_export_has_every_movement_of_the_chosen_periods_with_its_period_and_position(programme, sqlite_url,
                                                                                            tmp_path):
-    import csv
 
     three_periods(programme)
     target = tmp_path / "movements.csv"
@@ -282,9 +272,6 @@ def test_the_export_has_every_movement_of_the_chosen_periods_with_its_period_and
 
 
 def test_the_export_as_parquet_has_the_same_rows(programme, sqlite_url, tmp_path):
-    import csv
-
-    import pyarrow.parquet as pq  # the parquet extra, which the test extra includes
 
     three_periods(programme)
     run(sqlite_url, "export", "history", "--csv", str(tmp_path / "m.csv"))
@@ -297,8 +284,6 @@ def test_the_export_as_parquet_has_the_same_rows(programme, sqlite_url, tmp_path
 
 
 def test_the_charts_are_drawn_as_png_and_svg_and_other_formats_are_refused(programme, sqlite_url, tmp_path):
-    import matplotlib.image  # the charts extra, which the test extra includes
-
     three_periods(programme)
     run(sqlite_url, "report", "liability", "--chart", str(tmp_path / "liability.png"))
     run(sqlite_url, "report", "breakage", "--json", "--chart", str(tmp_path / "breakage.svg"))
