@@ -75,6 +75,7 @@ class WebSettings:
     insecure_cookies: bool = False  # only for plain-http development
     catalog_file: Path | None = None  # None: the shipped web/data/catalog.toml
     offers_file: Path | None = None
+    adjustment_approval_above: int = 1000  # points; a larger adjustment waits for a second supervisor
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,18 @@ def _web_settings(env) -> WebSettings:
         insecure_cookies=insecure == "1",
         catalog_file=Path(catalog) if catalog else None,
         offers_file=Path(offers) if offers else None,
+        adjustment_approval_above=_non_negative_int(env, "ACCRUAL_ADJUSTMENT_APPROVAL_ABOVE", 1000),
     )
+
+
+def _non_negative_int(env, name: str, default: int) -> int:
+    """A whole number of ASCII digits, 0 to 10,000,000."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 8) or int(raw) > 10_000_000:
+        raise SettingsError(f"{name}={raw!r}: expected a whole number from 0 to 10000000")
+    return int(raw)
 
 
 def _point_value(env) -> Decimal:

@@ -20,10 +20,12 @@ from web.auth import Auth
 from web.catalog import load_catalog, load_offers
 from schemas.msisdn import is_msisdn
 from web.clock import Clock, SystemClock
+from web.console import Console
 from web.guards import Guard
 from web.limits import client_key
 from web.service import Cabinet
 from web.sms import DatabaseOutbox, HttpGateway, SmsGateway
+from web.staff import Staff
 from web.store import WebStore
 
 MSISDN_HEADER = "X-MSISDN"
@@ -38,6 +40,8 @@ class Context:
     cabinet: Cabinet
     clock: Clock
     secure_cookies: bool
+    staff: Staff
+    console: Console
 
     def close(self) -> None:
         self.cabinet.close()
@@ -77,7 +81,8 @@ def create_app(
         runtime, clock, load_catalog(settings.web.catalog_file), load_offers(settings.web.offers_file)
     )
     secure = (not settings.web.insecure_cookies) if secure_cookies is None else secure_cookies
-    context = Context(settings, runtime, store, auth, cabinet, clock, secure)
+    console = Console(runtime, cabinet, store, clock, settings.web.adjustment_approval_above)
+    context = Context(settings, runtime, store, auth, cabinet, clock, secure, Staff(store, clock), console)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -97,9 +102,9 @@ def create_app(
     )
     app.state.context = context
     app.add_middleware(Guard, https=secure)
-    from web import api_member, api_pos, api_signin, pages, pages_member, pages_signin, probes
+    from web import api_member, api_ops, api_pos, api_signin, pages, pages_member, pages_ops, pages_signin, probes
 
-    for module in (api_signin, api_member, api_pos, pages_signin, pages_member, probes):
+    for module in (api_signin, api_member, api_pos, api_ops, pages_signin, pages_member, pages_ops, probes):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(resources.files("web") / "static")), name="static")
     pages.install_error_pages(app)

@@ -196,28 +196,7 @@ class Auth:
         return ok
 
     def _reserve_try(self, msisdn: str) -> None:
-        """Counts a failure of `msisdn` now, or raises TooManyRequests if the
-        number is still waiting after its earlier failures. One transaction
-        (the row locked on PostgreSQL), so two tries cannot both pass."""
-        now = self.clock.now()
-        with self.store.transaction() as tx:
-            if self.store.db.is_postgres:
-                tx.execute("INSERT INTO web_login_failures (msisdn, failures, last_at) VALUES (?, 0, ?) "
-                           "ON CONFLICT (msisdn) DO NOTHING", (msisdn, stamp(now)))
-                rows = tx.query("SELECT failures, last_at FROM web_login_failures WHERE msisdn = ? FOR UPDATE",
-                                (msisdn,))
-            else:  # BEGIN IMMEDIATE already holds the write lock
-                rows = tx.query("SELECT failures, last_at FROM web_login_failures WHERE msisdn = ?", (msisdn,))
-            failures = rows[0][0] if rows else 0
-            if failures >= LOGIN_FREE_FAILURES:
-                left = parse_stamp(rows[0][1]) + login_wait(failures) - now
-                if left > timedelta(0):
-                    raise TooManyRequests(math.ceil(left.total_seconds()))
-            tx.execute(
-                "INSERT INTO web_login_failures (msisdn, failures, last_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (msisdn) DO UPDATE SET failures = ?, last_at = ?",
-                (msisdn, 1, stamp(now), min(failures + 1, _LOGIN_FAILURES_KEPT_MAX), stamp(now)),
-            )
+        reserve_try(self.store, self.clock.now(), msisdn)
 
     def set_password(self, msisdn: str, password: str, keep: Session | None = None) -> None:
         """Sets the number's password and ends its sessions, all but `keep`
@@ -370,6 +349,34 @@ class Auth:
             return None
         rows = self.store.query("SELECT store_id FROM web_stores WHERE key_hash = ?", (sha256(key),))
         return rows[0][0] if rows else None
+
+
+def reserve_try(store: WebStore, now: datetime, key: str) -> None:
+    """Counts a failed password of `key` (a number, or "staff:<login>") now,
+    or raises TooManyRequests if it is still waiting after its earlier
+    failures. One transaction (the row locked on PostgreSQL), so two tries
+    cannot both pass; a success deletes the row (`forgive`)."""
+    with store.transaction() as tx:
+        if store.db.is_postgres:
+            tx.execute("INSERT INTO web_login_failures (msisdn, failures, last_at) VALUES (?, 0, ?) "
+                       "ON CONFLICT (msisdn) DO NOTHING", (key, stamp(now)))
+            rows = tx.query("SELECT failures, last_at FROM web_login_failures WHERE msisdn = ? FOR UPDATE", (key,))
+        else:  # BEGIN IMMEDIATE already holds the write lock
+            rows = tx.query("SELECT failures, last_at FROM web_login_failures WHERE msisdn = ?", (key,))
+        failures = rows[0][0] if rows else 0
+        if failures >= LOGIN_FREE_FAILURES:
+            left = parse_stamp(rows[0][1]) + login_wait(failures) - now
+            if left > timedelta(0):
+                raise TooManyRequests(math.ceil(left.total_seconds()))
+        tx.execute(
+            "INSERT INTO web_login_failures (msisdn, failures, last_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (msisdn) DO UPDATE SET failures = ?, last_at = ?",
+            (key, 1, stamp(now), min(failures + 1, _LOGIN_FAILURES_KEPT_MAX), stamp(now)),
+        )
+
+
+def forgive(store: WebStore, key: str) -> None:
+    store.execute("DELETE FROM web_login_failures WHERE msisdn = ?", (key,))
 
 
 def check_password_strength(password: str, msisdn: str = "") -> None:

@@ -1,5 +1,6 @@
 """The personal account's own tables: credentials, one-time codes, sessions,
-shop keys, rate-limit hits and the SMS outbox.
+shop keys, rate-limit hits and the SMS outbox; and the console's staff
+accounts, their sessions, adjustment requests and the audit log.
 
 This is access-control state, not programme data: it is not event-sourced,
 no balance depends on it, and `accrual replay` leaves it alone. It lives in
@@ -63,6 +64,50 @@ DDL = (
         msisdn TEXT PRIMARY KEY,
         failures INTEGER NOT NULL,
         last_at TEXT NOT NULL)""",
+    # The loyalty team's console (web.staff, web.console, docs/console.md).
+    """CREATE TABLE IF NOT EXISTS ops_staff (
+        login TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        must_change_password INTEGER NOT NULL,
+        totp_secret TEXT NOT NULL,
+        totp_last_step BIGINT,
+        created_at TEXT NOT NULL,
+        disabled_at TEXT)""",
+    """CREATE TABLE IF NOT EXISTS ops_sessions (
+        token_hash TEXT PRIMARY KEY,
+        login TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        csrf TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        last_seen_at TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS ops_sessions_by_login ON ops_sessions (login)",
+    """CREATE TABLE IF NOT EXISTS ops_adjustments (
+        adjustment_id TEXT PRIMARY KEY,
+        msisdn TEXT NOT NULL,
+        points BIGINT NOT NULL,
+        reason TEXT NOT NULL,
+        requested_by TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        requested_at TEXT NOT NULL,
+        status TEXT NOT NULL,
+        decided_by TEXT,
+        decided_at TEXT,
+        refusal TEXT,
+        balance_after BIGINT,
+        UNIQUE (requested_by, idempotency_key))""",
+    "CREATE INDEX IF NOT EXISTS ops_adjustments_by_status ON ops_adjustments (status, requested_at)",
+    """CREATE TABLE IF NOT EXISTS ops_audit (
+        audit_id TEXT PRIMARY KEY,
+        at TEXT NOT NULL,
+        login TEXT NOT NULL,
+        role TEXT NOT NULL,
+        address TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS ops_audit_by_at ON ops_audit (at)",
     """CREATE TABLE IF NOT EXISTS web_sms_outbox (
         sms_id TEXT PRIMARY KEY,
         seq BIGINT NOT NULL,
@@ -101,6 +146,8 @@ class WebStore:
 
     def create_tables(self) -> None:
         with self.transaction() as tx:
+            if self.db.is_postgres:  # web processes starting together: one creates, the others wait and see
+                tx.execute("SELECT pg_advisory_xact_lock(hashtext('accrual web tables'))")
             for statement in DDL:
                 tx.execute(statement)
             for table, column, kind in ADDED_COLUMNS:
@@ -108,6 +155,24 @@ class WebStore:
                     tx.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
                 elif column not in {row[1] for row in tx.query(f"PRAGMA table_info({table})")}:
                     tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            self._append_only(tx)
+
+    def _append_only(self, tx: Transaction) -> None:
+        """The staff audit log refuses UPDATE and DELETE from the
+        application's role: a trigger on each engine (docs/console.md)."""
+        if self.db.is_postgres:
+            if tx.query("SELECT 1 FROM pg_trigger WHERE tgname = 'ops_audit_append_only'"):
+                return
+            tx.execute(
+                "CREATE OR REPLACE FUNCTION ops_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                "BEGIN RAISE EXCEPTION 'ops_audit is append-only'; END $$"
+            )
+            tx.execute("CREATE TRIGGER ops_audit_append_only BEFORE UPDATE OR DELETE ON ops_audit "
+                       "FOR EACH ROW EXECUTE FUNCTION ops_audit_append_only()")
+        else:
+            for verb in ("UPDATE", "DELETE"):
+                tx.execute(f"CREATE TRIGGER IF NOT EXISTS ops_audit_no_{verb.lower()} BEFORE {verb} ON ops_audit "
+                           "BEGIN SELECT RAISE(ABORT, 'ops_audit is append-only'); END")
 
     def query(self, statement: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
