@@ -108,6 +108,7 @@ def create_app(
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(resources.files("web") / "static")), name="static")
     pages.install_error_pages(app)
+    pages_ops.install(app)
 
     return app
 

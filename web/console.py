@@ -208,8 +208,10 @@ class Console:
         marks = ", ".join("?" * len(versions))
 
         def query(reads):
+            # The log position: the notification id on PostgreSQL, the rowid on SQLite.
+            position = "notification_id" if reads.db.is_postgres else "rowid"
             return reads.db.query(
-                f"SELECT originator_version, notification_id FROM {table} WHERE originator_id = ? "
+                f"SELECT originator_version, {position} FROM {table} WHERE originator_id = ? "
                 f"AND originator_version IN ({marks})",
                 (_stored_id(member_id(msisdn), reads.db), *versions),
             )
@@ -331,5 +333,5 @@ class Console:
 
 def _stored_id(aggregate_id: uuid.UUID, db: Any) -> Any:
     """An originator id as the event store keeps it: a uuid on PostgreSQL,
-    its text on SQLite."""
-    return aggregate_id if db.is_postgres else str(aggregate_id)
+    its hex text on SQLite (eventsourcing's SQLite recorder)."""
+    return aggregate_id if db.is_postgres else aggregate_id.hex

@@ -207,6 +207,10 @@ def install_error_pages(app: FastAPI) -> None:
     def _api_error(request: Request, error: ApiError) -> Response:
         if request.url.path.startswith("/api/"):
             return error_response(error)
+        if request.url.path == "/ops" or request.url.path.startswith("/ops/"):
+            from web.pages_ops import render_error
+
+            return render_error(request, error.status, error.detail)
         return render(request, "error.html", status=error.status, detail=error.detail)
 
     @app.exception_handler(BodyTooLarge)
