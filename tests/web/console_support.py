@@ -46,3 +46,28 @@ def signed_in_staff(client: TestClient, clock: FixedClock, login: str, role: str
                          json={"current_password": credentials.password, "new_password": NEW_PASSWORD})
     assert changed.status_code == 204, changed.text
     return StaffLogin(credentials, NEW_PASSWORD, headers)
+
+
+def csrf_of(html: str) -> str:
+    import re
+
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, "the page has a form with a CSRF token"
+    return found.group(1)
+
+
+def page_signed_in_staff(client: TestClient, clock: FixedClock, login: str, role: str) -> NewCredentials:
+    """A staff member signed in on the pages (cookie on `client`), past the
+    first password change."""
+    credentials = add_staff(client, login, role)
+    form = client.get("/ops/login")
+    answer = client.post("/ops/login", data={"login": login, "password": credentials.password,
+                                             "totp": code_now(credentials, clock), "csrf": csrf_of(form.text)},
+                         follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"] == "/ops", answer.text
+    page = client.get("/ops/password")
+    changed = client.post("/ops/password", data={"current_password": credentials.password,
+                                                  "new_password": NEW_PASSWORD, "csrf": csrf_of(page.text)},
+                          follow_redirects=False)
+    assert changed.status_code == 303, changed.text
+    return credentials
