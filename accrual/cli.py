@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
-from accrual import cli_books, cli_operators
+from accrual import cli_books, cli_dead_letters, cli_operators
 from accrual.runtime import Runtime
 from accrual.settings import Settings, SettingsError
 from engine.messages import APPLIED, DUPLICATE, HELD, NOT_ELIGIBLE, REJECTED, Report
@@ -33,6 +33,7 @@ stores_app = typer.Typer(no_args_is_help=True, help="Keys of the MTS shop tills 
 app.add_typer(stores_app, name="stores")
 app.add_typer(cli_books.report_app, name="report")
 app.add_typer(cli_books.export_app, name="export")
+app.add_typer(cli_dead_letters.dead_letters_app, name="dead-letters")
 app.add_typer(cli_operators.operators_app, name="operators")
 
 out = Console()

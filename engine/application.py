@@ -25,10 +25,11 @@ from eventsourcing.persistence import IntegrityError, JSONTranscoder, Operationa
 
 from engine import handlers, tick
 from engine.account import MemberAccount
-from engine.errors import ConcurrentWriterError, InvalidChannelError, InvalidMsisdnError
+from engine.errors import ConcurrentWriterError, InvalidChannelError, InvalidMsisdnError, UnknownDeadLetterError
 from engine.ids import member_id
 from engine.messages import APPLIED, DUPLICATE, INTERNAL_ERROR, Inbound, Report
 from engine.mgts import MgtsAccount
+from engine.redrive import Redrive, redrive_dead_letter
 from engine.receipt import Receipt
 from engine.rules import RuleSet, load_rules
 from engine.spending import ENROLLMENTS_TOPIC, Debit, SpendingCommands, Transfer, fingerprint
@@ -43,7 +44,7 @@ T = TypeVar("T")
 OPERATIONAL_RETRIES_MAX = 3
 _CHANNELS = ("web", "sms", "shop", "auto")  # EVENTS.md, member_enrolled
 
-__all__ = ["AccrualApplication", "ConcurrentWriterError", "Debit", "Inbound", "Report", "Transfer"]
+__all__ = ["AccrualApplication", "ConcurrentWriterError", "Debit", "Inbound", "Redrive", "Report", "Transfer"]
 
 
 class AccrualApplication(SpendingCommands, Application):
@@ -244,6 +245,20 @@ class AccrualApplication(SpendingCommands, Application):
     def _set_aside(uow: UnitOfWork, message: Inbound) -> Report:
         handlers.reject(uow, message, message.key, INTERNAL_ERROR, "the engine failed on this message; see the worker log")
         return uow.report
+
+    # -- dead letters -----------------------------------------------------------------
+
+    def redrive(self, rejection_id: str | UUID, *, by: str, at: datetime) -> Redrive:
+        """Applies a dead letter's original bytes again under their own key
+        (engine.redrive). Raises UnknownDeadLetterError, or
+        DeadLetterSettledError once a redrive has applied it. Read fresh,
+        as the spending commands are: the worker writes the same accounts."""
+        assert at.tzinfo is not None, "moments are always time-zone aware"
+        try:
+            dead_letter = rejection_id if isinstance(rejection_id, UUID) else UUID(rejection_id)
+        except ValueError:
+            raise UnknownDeadLetterError(f"no dead letter {rejection_id!r:.60}") from None
+        return self.run(lambda uow: redrive_dead_letter(uow, dead_letter, by, at), fresh=True)
 
     # -- the daily close (rule 9) --------------------------------------------------
 

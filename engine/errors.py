@@ -100,6 +100,20 @@ class TransferExpiredError(RuleRefusal):
     reason = "transfer_expired"
 
 
+# -- dead letters (issue 13) -----------------------------------------------------
+
+
+class UnknownDeadLetterError(RuleRefusal):
+    reason = "unknown_dead_letter"
+
+
+class DeadLetterSettledError(RuleRefusal):
+    """A redrive of a dead letter whose message was applied by an earlier
+    redrive: applying it again would count it twice."""
+
+    reason = "already_redriven"
+
+
 # The names the personal-account API was specified with.
 InsufficientPoints = InsufficientPointsError
 InvalidAmount = InvalidAmountError

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from engine.account import HeldMessage, MemberAccount
 from engine.errors import DuplicateReceiptError, RuleRefusal, UnknownReceiptError
-from engine.ids import member_id, mgts_account_id, receipt_id
+from engine.ids import member_id, mgts_account_id, receipt_id, rejection_id
 from engine.messages import (
     APPLIED,
     CONFLICTING_DUPLICATE,
@@ -66,7 +66,7 @@ def receive(uow: UnitOfWork, message: Inbound, seen: dict[tuple[str, str], str])
         reject(uow, message, message.key, reason, detail)
         return
     try:
-        outcome = _apply(uow, message.topic, message.event)
+        outcome = apply(uow, message.topic, message.event)
     except RuleRefusal as refusal:
         reject(uow, message, message.key, refusal.reason, refusal.detail)
         return
@@ -112,7 +112,10 @@ def record_rejection(
 # -- rules, by message type ---------------------------------------------------------
 
 
-def _apply(uow: UnitOfWork, topic: str, event: Any) -> str:
+def apply(uow: UnitOfWork, topic: str, event: Any) -> str:
+    """A well-formed message's rules; its outcome (applied, held,
+    not_eligible), or a RuleRefusal before anything changed. The caller
+    writes its inbox row (`receive`; a redrive keeps the dead letter's)."""
     kind = event.type
     handler = _ACCOUNT_HANDLERS.get(kind)
     if handler is not None:
@@ -159,7 +162,14 @@ def release(uow: UnitOfWork, account: MemberAccount, held: HeldMessage) -> None:
         _earn(uow, account, event)
     except RuleRefusal as refusal:
         # Its inbox row was written when it was held; the rejection is
-        # keyed by its event_id like any other rule refusal.
+        # keyed by its event_id like any other rule refusal. If a redrive of
+        # that dead letter held it, the dead letter is there already: it is
+        # opened again (a second Rejection of one id would never save).
+        earlier = uow.get(rejection_id(held.topic, event.event_id))
+        if earlier is not None:
+            earlier.refused(event.occurred_at, refusal.reason, refusal.detail)
+            uow.report.rejected[refusal.reason] += 1
+            return
         record_rejection(
             uow, held.topic, event.event_id, refusal.reason, refusal.detail,
             _canonical_bytes(held.message), event.occurred_at,

@@ -58,6 +58,8 @@ class Changes:
     new_debits: list[tuple] = field(default_factory=list)
     cancelled_debits: list[str] = field(default_factory=list)
     rejections: list[tuple] = field(default_factory=list)
+    redrives: list[tuple] = field(default_factory=list)  # (rejection id, attempt, by, at, outcome, reason, detail)
+    dead_letter_states: dict[str, tuple] = field(default_factory=dict)  # id -> (status, attempts, outcome, at, by)
     books: Bookings = field(default_factory=Bookings)
     cohorts: CohortBookings = field(default_factory=CohortBookings)
 
@@ -143,8 +145,26 @@ class Changes:
         tx.executemany(f"UPDATE {names.debits} SET status = 'cancelled' WHERE debit_id = ?",
                        [(d,) for d in self.cancelled_debits])
         tx.insert(names.rejections, ("rejection_id", "topic", "source_partition", "source_offset", "event_id",
-                                     "msisdn", "reason", "detail", "original", "received_at"), self.rejections)
+                                     "msisdn", "reason", "detail", "original", "received_at", "source_key",
+                                     "received_utc"), self.rejections)
+        self._write_redrives(tx, names)
         self.books.write(tx, names)
+
+    def attempt(self, rejection_id: str, attempt: int, by: str | None, at: str, outcome: str, reason: str | None,
+                detail: str | None, status: str) -> None:
+        """A redrive of a dead letter (or its refusal at a release): a row
+        of its own, and the dead letter's state after its latest attempt."""
+        self.redrives.append((rejection_id, attempt, by, at, outcome, reason, detail))
+        self.dead_letter_states[rejection_id] = (status, attempt, outcome, at, by)
+
+    def _write_redrives(self, tx: Transaction, names: Names) -> None:
+        tx.insert(names.redrives, ("rejection_id", "attempt", "redriven_by", "attempted_at", "outcome", "reason",
+                                   "detail"), self.redrives)
+        tx.executemany(
+            f"UPDATE {names.rejections} SET status = ?, attempts = ?, last_outcome = ?, last_at = ?, last_by = ? "
+            "WHERE rejection_id = ?",
+            [(*state, rejection_id) for rejection_id, state in self.dead_letter_states.items()],
+        )
 
     def _write_members(self, tx: Transaction, names: Names) -> None:
         tx.insert(names.members, ("account_id", "msisdn", "version", "updated_at"), self.new_members)

@@ -21,7 +21,7 @@ from engine.calendar import shift_month
 from engine.closed_day import ClosedDay
 from engine.effects import NO_EFFECT
 from engine.mgts import MgtsAccount
-from engine.rejection import Rejection
+from engine.rejection import APPLIED, OPEN, REDRIVEN, REJECTED, Rejection
 from engine.transfer import MemberTransfer
 from projections import books, cohorts, upgrade
 from projections.chain import LogChain, create_statement
@@ -100,6 +100,8 @@ class Projector:
             MgtsAccount.BillRecorded: self._mgts_bill,
             MgtsAccount.PeriodSettled: self._mgts_settled,
             Rejection.Recorded: self._rejected,
+            Rejection.Redriven: self._redriven,
+            Rejection.Refused: self._refused_again,
             ClosedDay.Closed: self._closed_day,
         }
 
@@ -135,7 +137,7 @@ class Projector:
             cohorts.fill_from_history(tx, self.names)
 
     def _fill_and_index(self, transaction: upgrade.Transactions, indexes: bool) -> None:
-        upgrade.fill(transaction, self.names)
+        upgrade.fill(transaction, self.names, self._kafka_key)
         if indexes:
             with transaction() as tx:
                 for statement in self.names.index_statements():
@@ -475,8 +477,22 @@ class Projector:
     def _rejected(self, e: Any) -> None:
         self._changes.rejections.append(
             (str(e.originator_id), e.topic, e.partition, e.offset, e.event_id, e.msisdn, e.reason, e.detail,
-             e.original, e.timestamp.isoformat())
+             e.original, e.timestamp.isoformat(), e.key, utc_text(e.timestamp))
         )
+
+    def _redriven(self, e: Any) -> None:
+        status = REDRIVEN if e.outcome == APPLIED else OPEN
+        self._changes.attempt(str(e.originator_id), e.attempt, e.by, utc_text(e.timestamp), e.outcome, e.reason,
+                              e.detail, status)
+
+    def _refused_again(self, e: Any) -> None:
+        self._changes.attempt(str(e.originator_id), e.attempt, None, utc_text(e.timestamp), REJECTED, e.reason,
+                              e.detail, OPEN)
+
+    def _kafka_key(self, rejection_id: str) -> str | None:
+        """The Kafka key of a dead letter's record, from its Rejection (for
+        the upgrade of a store whose read model did not keep it)."""
+        return self.app.repository.get(UUID(rejection_id)).key
 
     # -- the books ------------------------------------------------------------------
 

@@ -6,6 +6,11 @@ that text order is time order. A history row keeps its `occurred_at` as the
 producer wrote it (any offset) and the same moment in UTC, `occurred_utc`,
 which the personal account's history is sorted and filtered by.
 
+`rejections` are the dead letters, `status` open until a redrive applies
+one (`redriven`), `attempts` counting the delivery as the first; `redrives`
+every redrive of one, and every refusal at a release after a redrive held
+it (`redriven_by` NULL).
+
 `books` and `closes` are the liability rollforward (projections/books.py):
 the points each kind of movement moved in each period of the books, a
 period being named by the as-of date of the tick that closed it (`open`
@@ -22,6 +27,7 @@ TABLES = (
     "lots",
     "held",
     "rejections",
+    "redrives",
     "card_months",
     "mgts_accounts",
     "mgts_periods",
@@ -89,7 +95,24 @@ _DDL = {
             reason TEXT NOT NULL,
             detail TEXT NOT NULL,
             original TEXT NOT NULL,
-            received_at TEXT NOT NULL)""",
+            received_at TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'open',
+            attempts BIGINT NOT NULL DEFAULT 1,
+            last_outcome TEXT,
+            last_at TEXT,
+            last_by TEXT,
+            source_key TEXT,
+            received_utc TEXT)""",
+    "redrives": """
+        CREATE TABLE IF NOT EXISTS {redrives} (
+            rejection_id TEXT NOT NULL,
+            attempt BIGINT NOT NULL,
+            redriven_by TEXT,
+            attempted_at TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            reason TEXT,
+            detail TEXT,
+            PRIMARY KEY (rejection_id, attempt))""",
     "card_months": """
         CREATE TABLE IF NOT EXISTS {card_months} (
             msisdn TEXT NOT NULL,
@@ -161,6 +184,7 @@ _INDEXES = (
     "CREATE INDEX IF NOT EXISTS {card_months}_dirty ON {card_months} (month) WHERE dirty = 1",
     "CREATE INDEX IF NOT EXISTS {mgts_periods}_dirty ON {mgts_periods} (period) WHERE dirty = 1",
     "CREATE INDEX IF NOT EXISTS {rejections}_reason ON {rejections} (reason)",
+    "CREATE INDEX IF NOT EXISTS {rejections}_received ON {rejections} (received_utc)",
     "CREATE INDEX IF NOT EXISTS {transfers}_due ON {transfers} (expires_at) WHERE status = 'pending'",
     "CREATE INDEX IF NOT EXISTS {transfers}_sender ON {transfers} (sender)",
     "CREATE INDEX IF NOT EXISTS {transfers}_recipient ON {transfers} (recipient)",
@@ -187,6 +211,7 @@ ORDER_BY = {
     "lots": "msisdn, lot_id",
     "held": "msisdn, topic, source_event_id",
     "rejections": "rejection_id",
+    "redrives": "rejection_id, attempt",
     "card_months": "msisdn, month",
     "mgts_accounts": "mgts_account",
     "mgts_periods": "mgts_account, period",

@@ -10,6 +10,14 @@ needed.
   projector writes it with. The column is the table's last, in a new table
   too, so both have the same columns in the same order.
 
+- `rm_rejections`' dead-letter columns (issue 13): `status`, `attempts`
+  (open and 1 for every row before: no dead letter was redriven then),
+  `last_outcome`, `last_at`, `last_by` (NULL: no redrive), `source_key` (the
+  Kafka record's key, read from the row's Rejection in the log: only a
+  record from Kafka, with a partition, has one) and `received_utc` (from
+  `received_at` with `tables.utc_text`, as the projector writes it). Marked
+  done by the index on `received_utc`. `rm_redrives` is a new table.
+
 The index on the column is created only once every row has it, so the
 index says the fill is done: a later start-up does not read the table
 again. On SQLite the whole upgrade is the start-up's one write transaction
@@ -22,27 +30,68 @@ by the next.
 """
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Callable, ContextManager
 
 from projections.db import Transaction
-from projections.tables import Names, occurred_utc
+from projections.tables import Names, occurred_utc, utc_text
 
 FILL_BATCH_SIZE = 5000
 Transactions = Callable[[], ContextManager[Transaction]]
+KafkaKeys = Callable[[str], "str | None"]  # a rejection id -> the Kafka key of its record, from the log
+# Added columns in the order of the DDL (tables.py): an upgraded table has
+# the columns of a new one, in the same order.
+_ADDED = {
+    "history": ("occurred_utc TEXT",),
+    "rejections": (
+        "status TEXT NOT NULL DEFAULT 'open'",
+        "attempts BIGINT NOT NULL DEFAULT 1",
+        "last_outcome TEXT",
+        "last_at TEXT",
+        "last_by TEXT",
+        "source_key TEXT",
+        "received_utc TEXT",
+    ),
+}
 
 
 def add_columns(tx: Transaction, names: Names) -> None:
-    table = names.history
-    if tx.db.is_postgres:
-        tx.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS occurred_utc TEXT")
-    elif "occurred_utc" not in {row[1] for row in tx.query(f"PRAGMA table_info({table})")}:
-        tx.execute(f"ALTER TABLE {table} ADD COLUMN occurred_utc TEXT")
+    for table_name, columns in _ADDED.items():
+        table = getattr(names, table_name)
+        present = None if tx.db.is_postgres else {row[1] for row in tx.query(f"PRAGMA table_info({table})")}
+        for column in columns:
+            if present is None:
+                tx.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column}")
+            elif column.split()[0] not in present:
+                tx.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
 
-def fill(transaction: Transactions, names: Names) -> int:
+def fill(transaction: Transactions, names: Names, kafka_keys: KafkaKeys | None = None) -> int:
     """Fills the added columns of the rows that lack them, a batch in each
     `transaction()`, unless the fill was done (its index exists); returns
-    how many rows were filled."""
+    how many rows were filled. Without `kafka_keys`, `source_key` stays NULL."""
+    return _fill_history_column(transaction, names) + _fill_rejections(transaction, names, kafka_keys)
+
+
+def _fill_rejections(transaction: Transactions, names: Names, kafka_keys: KafkaKeys | None) -> int:
+    table = names.rejections
+    with transaction() as tx:
+        if _index_exists(tx, f"{table}_received"):
+            return 0
+        rows = tx.query(f"SELECT rejection_id, received_at, source_partition FROM {table} WHERE received_utc IS NULL")
+    for start in range(0, len(rows), FILL_BATCH_SIZE):
+        with transaction() as tx:
+            tx.executemany(
+                f"UPDATE {table} SET received_utc = ?, source_key = ? WHERE rejection_id = ?",
+                [(utc_text(datetime.fromisoformat(at)),
+                  kafka_keys(rejection_id) if kafka_keys is not None and partition is not None else None,
+                  rejection_id)
+                 for rejection_id, at, partition in rows[start : start + FILL_BATCH_SIZE]],
+            )
+    return len(rows)
+
+
+def _fill_history_column(transaction: Transactions, names: Names) -> int:
     batch_size = FILL_BATCH_SIZE
     with transaction() as tx:
         if _index_exists(tx, f"{names.history}_by_moment"):
