@@ -11,10 +11,11 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Callable, Literal
 
-from fastapi import Depends, Query, Request, Response
+from fastapi import Depends, Path, Query, Request, Response
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 
+from engine.errors import RuleRefusal
 from web.api import ApiError, Credentials, Id, Key, Msisdn, Strict, api_router, bearer_token, error_responses
 from web.app import client_address, context_of
 from web.auth import TooManyRequests, WeakPassword
@@ -279,6 +280,57 @@ def approve(adjustment_id: Id, session: Decider, request: Request) -> Adjustment
              responses=error_responses(403, 404, 409))
 def reject(adjustment_id: Id, session: Decider, request: Request) -> AdjustmentOut:
     return _decide(adjustment_id, session, request, False)
+
+
+# -- dead letters --------------------------------------------------------------------------------
+
+
+@router.get("/ops/dead-letters", tags=["console"])
+def list_dead_letters(
+    session: Annotated[StaffSession, Depends(allowed("dead_letters.read"))], request: Request,
+    reason: Annotated[str | None, Query(max_length=64)] = None,
+    topic: Annotated[str | None, Query(max_length=200)] = None,
+    since: Annotated[date | None, Query(alias="from")] = None,
+    until: Annotated[date | None, Query(alias="to")] = None,
+    status: Annotated[Literal["open", "redriven"] | None, Query()] = None,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    """Rejected messages, newest first, with their reason, detail, source
+    topic, partition, offset, original bytes (base64, and the text when it is
+    UTF-8) and every attempt; counts by reason and by Moscow day."""
+    found = context_of(request).dead_letters.page(reason=reason, topic=topic, since=since, until=until,
+                                                  status=status, limit=per_page, offset=(page - 1) * per_page)
+    audit(request, session, "dead_letters_viewed", reason or "", topic=topic, page=page)
+    return {**found, "page": page, "per_page": per_page}
+
+
+DeadLetterId = Annotated[str, Path(pattern=r"^[0-9a-fA-F-]{32,36}$")]
+
+
+@router.get("/ops/dead-letters/{rejection_id}", tags=["console"], responses=error_responses(404))
+def get_dead_letter(rejection_id: DeadLetterId, session: Annotated[StaffSession, Depends(allowed("dead_letters.read"))],
+                    request: Request) -> dict[str, Any]:
+    found = context_of(request).dead_letters.one(rejection_id)
+    if found is None:
+        raise ApiError(404, "unknown_dead_letter", "no such dead letter")
+    return found
+
+
+@router.post("/ops/dead-letters/{rejection_id}/redrive", tags=["console"], responses=error_responses(404, 409))
+def redrive(rejection_id: DeadLetterId, session: Annotated[StaffSession, Depends(allowed("dead_letters.redrive"))],
+            request: Request) -> dict[str, Any]:
+    """Applies the original bytes again under their own key. `outcome`
+    "applied" (then `applied_as`), or "rejected" with the new reason: the
+    message stays a dead letter, both attempts shown."""
+    try:
+        result = context_of(request).dead_letters.redrive(session, rejection_id)
+    except RuleRefusal as refusal:
+        status = 404 if refusal.reason == "unknown_dead_letter" else 409
+        raise ApiError(status, refusal.reason, refusal.detail) from refusal
+    audit(request, session, "dead_letter_redriven", rejection_id, outcome=result["outcome"],
+          reason=result.get("reason"), attempt=result["attempt"])
+    return result
 
 
 # -- the audit log -------------------------------------------------------------------------------

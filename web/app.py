@@ -20,7 +20,7 @@ from web.auth import Auth
 from web.catalog import load_catalog, load_offers
 from schemas.msisdn import is_msisdn
 from web.clock import Clock, SystemClock
-from web.console import Console
+from web.console import Console, DeadLetters
 from web.guards import Guard
 from web.limits import client_key
 from web.service import Cabinet
@@ -42,6 +42,7 @@ class Context:
     secure_cookies: bool
     staff: Staff
     console: Console
+    dead_letters: DeadLetters
 
     def close(self) -> None:
         self.cabinet.close()
@@ -82,7 +83,8 @@ def create_app(
     )
     secure = (not settings.web.insecure_cookies) if secure_cookies is None else secure_cookies
     console = Console(runtime, cabinet, store, clock, settings.web.adjustment_approval_above)
-    context = Context(settings, runtime, store, auth, cabinet, clock, secure, Staff(store, clock), console)
+    context = Context(settings, runtime, store, auth, cabinet, clock, secure, Staff(store, clock), console,
+                      DeadLetters(cabinet, clock))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):

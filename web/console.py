@@ -21,6 +21,7 @@ from typing import Any
 from accrual.runtime import Runtime
 from engine.calendar import MOSCOW, shift_month
 from engine.errors import RuleRefusal
+from projections import dead_letters
 from web.clock import Clock
 from web.service import Cabinet
 from web.staff import StaffSession
@@ -329,6 +330,44 @@ class Console:
             (*params, max(1, min(limit, 200)), max(0, offset)),
         )
         return [Adjustment(*row) for row in rows], total
+
+
+class DeadLetters:
+    """Rejected feed messages for the console: listed and counted from the
+    read models, redriven through the engine (`AccrualApplication.redrive`:
+    the original bytes again, under their own key; a message rejected again
+    stays a dead letter with both attempts; one that applied cannot be
+    redriven again). Redrives are commands of this process, one at a time,
+    like the members' (web.service.Cabinet)."""
+
+    def __init__(self, cabinet: Cabinet, clock: Clock):
+        self.cabinet = cabinet
+        self.app = cabinet.app
+        self.clock = clock
+
+    def page(self, *, reason: str | None, topic: str | None, since: date | None, until: date | None,
+             status: str | None, limit: int, offset: int) -> dict[str, Any]:
+        def query(reads):
+            found = dead_letters.dead_letters(reads.db, reads.names, reason=reason, topic=topic, since=since,
+                                              until=until, status=status, limit=limit, offset=offset)
+            counted = dead_letters.counts(reads.db, reads.names, since, until)
+            return found, counted
+
+        found, counted = self.cabinet._read(query)
+        return {"items": [_plain(d) for d in found.dead_letters], "total": found.total, **counted.as_dict()}
+
+    def one(self, rejection_id: str) -> dict[str, Any] | None:
+        found = self.cabinet._read(lambda reads: dead_letters.dead_letter(reads.db, reads.names, rejection_id))
+        return _plain(found) if found is not None else None
+
+    def redrive(self, session: StaffSession, rejection_id: str) -> dict[str, Any]:
+        """Raises the engine's refusal (`unknown_dead_letter`, `already_redriven`)."""
+        result = self.cabinet._command(lambda: self.app.redrive(rejection_id, by=session.login, at=self.clock.now()))
+        return asdict(result)
+
+
+def _plain(value: Any) -> dict[str, Any]:
+    return asdict(value)
 
 
 def _stored_id(aggregate_id: uuid.UUID, db: Any) -> Any:

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import math
 import secrets
+from datetime import date
 from typing import Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
+from engine.errors import RuleRefusal
 from schemas.msisdn import is_msisdn
 from web.api import ApiError
 from web.app import client_address, context_of
@@ -295,6 +297,57 @@ def decide(request: Request, adjustment_id: str, decision: str, csrf: str = Form
     if adjustment.status == "refused":
         return go("/ops/adjustments", adjustment.refusal or "bad_form")
     return go("/ops/adjustments", "approved" if approve else "rejected")
+
+
+# -- dead letters ----------------------------------------------------------------------------------------
+
+
+def _day(text: str) -> date | None:
+    try:
+        return date.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+@router.get("/ops/dead-letters")
+def dead_letters_page(request: Request, reason: str = "", topic: str = "", since: str = "", until: str = "",
+                      status: str = "", page: int = 1) -> Response:
+    session = allowed(request, "dead_letters.read")
+    page = max(1, min(page, 100_000))
+    status = status if status in ("open", "redriven") else ""
+    found = context_of(request).dead_letters.page(
+        reason=reason[:64] or None, topic=topic[:200] or None, since=_day(since), until=_day(until),
+        status=status or None, limit=50, offset=(page - 1) * 50)
+    audit(request, session, "dead_letters_viewed", reason[:64], topic=topic[:200], page=page)
+    return render(request, "dead_letters.html", session, found=found, reason=reason[:64], topic=topic[:200],
+                  since=since[:10], until=until[:10], status=status, page=page,
+                  pages=max(1, math.ceil(found["total"] / 50)))
+
+
+@router.get("/ops/dead-letters/{rejection_id}")
+def dead_letter_page(request: Request, rejection_id: str) -> Response:
+    session = allowed(request, "dead_letters.read")
+    found = context_of(request).dead_letters.one(rejection_id[:40])
+    if found is None:
+        raise ApiError(404, "unknown_dead_letter", "Такого сообщения нет.")
+    return render(request, "dead_letter.html", session, letter=found,
+                  may_redrive=session.may("dead_letters.redrive"))
+
+
+@router.post("/ops/dead-letters/{rejection_id}/redrive")
+def redrive(request: Request, rejection_id: str, csrf: str = Form("")) -> Response:
+    check_csrf(request, csrf)
+    session = allowed(request, "dead_letters.redrive")
+    back = f"/ops/dead-letters/{rejection_id[:40]}"
+    try:
+        result = context_of(request).dead_letters.redrive(session, rejection_id[:40])
+    except RuleRefusal as refusal:
+        if refusal.reason == "unknown_dead_letter":
+            raise ApiError(404, refusal.reason, "Такого сообщения нет.") from refusal
+        return go(back, refusal.reason)
+    audit(request, session, "dead_letter_redriven", rejection_id[:40], outcome=result["outcome"],
+          reason=result.get("reason"), attempt=result["attempt"])
+    return go(back, "redriven" if result["outcome"] == "applied" else "redrive_rejected")
 
 
 # -- the audit log ---------------------------------------------------------------------------------------
