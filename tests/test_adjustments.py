@@ -262,7 +262,7 @@ def accrual(url: str, *args: str) -> str:
     return result.stdout
 
 
-def test_the_liability_report_shows_the_adjusted_column(programme, sqlite_url):
+def test_the_liability_report_shows_the_adjusted_column(programme, sqlite_url, tmp_path):
     p = given_anna(programme)
     p.tick("2026-03-06")
     adjust(p, -12, adjustment_id="d-1", when="2026-03-11T10:00")
@@ -274,6 +274,8 @@ def test_the_liability_report_shows_the_adjusted_column(programme, sqlite_url):
     assert [(r["adjusted"], r["closing"]) for r in table] == [("0", "30"), ("-12", "18")]
     text = accrual(sqlite_url, "report", "liability")
     assert "adjusted" in text and "-12" in text and "18" in text
+    accrual(sqlite_url, "report", "liability", "--chart", str(tmp_path / "liability.png"))
+    assert (tmp_path / "liability.png").read_bytes().startswith(b"\x89PNG")
     breakage = list(csv.DictReader(io.StringIO(accrual(sqlite_url, "report", "breakage", "--csv"))))
     # January's lot of 10 gave all 10 to the debit; March's gave 2: 20 - 2 = 18 outstanding
     assert [(r["cohort"], r["adjusted"], r["outstanding"]) for r in breakage] == [
