@@ -12,6 +12,7 @@ from projections.books import BROKEN_DOWN, Period
 FORMATS = (".png", ".svg")
 RULE_COLOURS = {"usage": "#e30611", "shop": "#ff8a8f", "mgts": "#7a0c12", "card": "#3d3d3d", "ballyplus": "#a8a8a8"}
 OUT_COLOURS = {"redeemed": "#1f6fb2", "clawed_back": "#f0a400", "expired": "#6b6b6b"}
+ADJUSTED_COLOUR = "#8e44ad"
 
 
 class ChartError(ValueError):
@@ -36,7 +37,8 @@ def check_target(path: Path) -> None:
 
 def liability(months: list[Period], path: Path) -> None:
     """Issued points by rule above the axis, redeemed, clawed back and
-    expired below it, month by month; the closing liability as a line."""
+    expired below it, the net adjustments on whichever side they fall,
+    month by month; the closing liability as a line."""
     check_target(path)
     plt = _pyplot()
     labels = [_month_label(p) for p in months]
@@ -52,6 +54,12 @@ def liability(months: list[Period], path: Path) -> None:
         values = [-p.total(measure) for p in months]
         axis.bar(x, values, bottom=below, color=colour, label=measure.replace("_", " "))
         below = [b + v for b, v in zip(below, values, strict=True)]
+    # The staff's adjustments, net for the month: on top of the credits when
+    # they added points, under the debits when they took them.
+    adjusted = [p.total("adjusted") for p in months]
+    if any(adjusted):
+        axis.bar(x, adjusted, bottom=[b if a > 0 else w for a, b, w in zip(adjusted, bottom, below, strict=True)],
+                 color=ADJUSTED_COLOUR, label="adjusted (net)")
     axis.axhline(0, color="black", linewidth=0.6)
     axis.set_ylabel("points moved in the month")
     closing = axis.twinx()

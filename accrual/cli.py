@@ -228,6 +228,9 @@ def _source(entry: dict) -> str:
         return f"from {detail.get('from')}"
     if kind == "transfer_returned":
         return f"back from {detail.get('to')}"
+    if kind == "adjusted":
+        approved = f", approved by {detail['approved_by']}" if detail.get("approved_by") else ""
+        return f"adjustment by {detail.get('requested_by')}{approved}: {detail.get('reason')}"
     return entry["source_event_id"] or ""
 
 

@@ -43,7 +43,8 @@ def liability(
 ) -> None:
     """The points liability, period by period: opening, issued by rule,
     clawed back, expired, redeemed by purpose, restored, transferred out and
-    in, returned, closing. A period ends at a tick, in log order."""
+    in, returned, adjusted by staff (signed), closing. A period ends at a
+    tick, in log order."""
     cli = _cli()
     if by not in ("tick", "month"):
         raise typer.BadParameter(f"--by is tick or month, not {by!r}")
@@ -93,12 +94,13 @@ def _print_table(cli: Any, rows: list[Period], value: Decimal) -> None:
         cli.out.print("no closed period yet: the books close at each tick (accrual tick --as-of DATE)")
         return
     table = Table("period end", "opening", "issued", "clawed back", "expired", "redeemed", "restored",
-                  "transfers", "closing")
+                  "transfers", "adjusted", "closing")
     for row in rows:
         transfers = row.total("transferred_in") + row.total("returned") - row.total("transferred_out")
         table.add_row(row.period_end.isoformat(), f"{row.opening:,}", f"{row.total('issued'):,}",
                       f"{row.total('clawed_back'):,}", f"{row.total('expired'):,}", f"{row.total('redeemed'):,}",
-                      f"{row.total('restored'):,}", f"{transfers:+,}", f"{row.closing:,}")
+                      f"{row.total('restored'):,}", f"{transfers:+,}", f"{row.total('adjusted'):+,}",
+                      f"{row.closing:,}")
     _keep_whole(table)
     cli.out.print(table)
     closing = rows[-1].closing
@@ -152,7 +154,7 @@ def breakage(
 
 
 BREAKAGE_COLUMNS = ("cohort", "closed", "issued", "redeemed", "transferred", "in_transfer", "clawed_back", "expired",
-                    "outstanding", "breakage_rate", "expected_breakage")
+                    "adjusted", "outstanding", "breakage_rate", "expected_breakage")
 
 
 def _keep_whole(table: Table) -> None:

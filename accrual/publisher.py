@@ -41,7 +41,7 @@ from typing import Any, Callable
 from aiokafka import AIOKafkaProducer
 
 from accrual.kafka import Names, last_records, partition_for
-from engine.account import MemberAccount
+from engine.account import ADJUSTMENT, MemberAccount
 from engine.rejection import Rejection
 from projections import chain
 from projections.chain import HEADER as CHAIN_HEADER
@@ -67,6 +67,18 @@ def _reason(event: Any) -> str | None:
     """The reason a points event gives: its own, else what the debit was
     for (order, pos) or the side of a transfer (in, out)."""
     return getattr(event, "reason", None) or getattr(event, "purpose", None) or getattr(event, "direction", None)
+
+
+def _described(event: Any) -> tuple[str | None, str | None, str | None]:
+    """(rule, reason, source event id) of a points event. An adjustment's
+    own `reason` is the staff's free text, which stays inside: subscribers
+    get the machine-readable "adjustment", the rule of a credit's lot, and
+    the adjustment id."""
+    if isinstance(event, MemberAccount.PointsAdjusted):
+        return event.effect.rule, ADJUSTMENT, event.adjustment_id
+    source = (getattr(event, "source_event_id", None) or getattr(event, "debit_id", None)
+              or getattr(event, "transfer_id", None))
+    return getattr(event, "rule", None), _reason(event), source
 
 
 def create_tables(db: Database, name: str = "kafka") -> None:
@@ -192,15 +204,15 @@ class Publisher:
                       chain_head: bytes) -> Outgoing:
         name = type(e).__name__
         lot = getattr(e, "lot", None)  # a credit's new lot
+        rule, reason, source_event_id = _described(e)
         message = PointsEventMessage(
             msisdn=msisdn,
             account_version=e.originator_version,
             event_type=_EVENT_TYPE.get(name, name),
             points=delta,
-            rule=getattr(e, "rule", None),
-            reason=_reason(e),
-            source_event_id=(getattr(e, "source_event_id", None) or getattr(e, "debit_id", None)
-                             or getattr(e, "transfer_id", None)),
+            rule=rule,
+            reason=reason,
+            source_event_id=source_event_id,
             occurred_at=e.timestamp,
             lot_date=lot.lot_date.isoformat() if lot else None,
             expires_on=lot.expires_on.isoformat() if lot else None,

@@ -4,7 +4,9 @@ It holds the member's lots (rule 7), the monthly usage figure (rule 2), the
 monthly card spend and what each card month earned (rule 5), events held
 until enrollment (rule 1), what clawbacks could not collect (rule 8), and the
 member's debits (rule 10: catalogue orders, shop discounts), so that a debit
-can be cancelled back into the lots it came from.
+can be cancelled back into the lots it came from, and the balance after each
+adjustment the loyalty team applied (issue 13), so that a repeated request
+is answered as the first was.
 
 Commands compute what happens with the pure helpers (`lots`, `rules`,
 `calendar`) and then trigger one event that records only the result. Every
@@ -17,7 +19,8 @@ moment), never the wall clock.
 
 Stored shapes: version 2 of the events and of the snapshots holds value
 objects (`Lot`, `Allocation`, `Portion`, `CardMonth`, ...) where version 1
-held positional lists; the `upcast_v1_v2` methods read version 1.
+held positional lists; the `upcast_v1_v2` methods read version 1. Version 3
+of the snapshots adds the adjustments (`upcast_v2_v3`: none before).
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ from eventsourcing.domain import Aggregate
 from engine import lots as lotbook
 from engine.calendar import add_months, midnight, month_of, moscow_date, settlement_date, shift_month
 from engine.effects import NO_EFFECT, Effect, credit, debit, give_back
-from engine.errors import AlreadyEnrolledError, InsufficientPointsError, NotEnrolledError
+from engine.errors import AlreadyEnrolledError, InsufficientPointsError, InvalidAmountError, NotEnrolledError
 from engine.ids import member_id
 from engine.lots import Allocation, Lot, Portion
 from engine.rules import RuleSet, points_for
@@ -41,6 +44,7 @@ BEFORE_ENROLLMENT = "before_enrollment"
 TRANSFER = "transfer"  # the rule of a lot received from another member
 DEBITED, CANCELLED = "debited", "cancelled"
 OUT, IN = "out", "in"  # the two sides of a member-to-member transfer
+ADJUSTMENT = "adjustment"  # the rule of a lot a staff adjustment opens, and the reason every adjustment gives
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +94,7 @@ def _allocations(items: list) -> tuple[Allocation, ...]:
 
 
 class MemberAccount(Aggregate):
-    class_version = 2
+    class_version = 3
 
     class Event(Aggregate.Event):
         @property
@@ -127,6 +131,7 @@ class MemberAccount(Aggregate):
         self.usage_months: dict[str, Decimal] = {}
         self.card_months: dict[str, CardMonth] = {}
         self.debits: dict[str, DebitRecord] = {}
+        self.adjustments: dict[str, int] = {}  # adjustment id -> the balance right after it
 
     @classmethod
     def open(cls, msisdn: str, at: datetime) -> MemberAccount:
@@ -147,6 +152,11 @@ class MemberAccount(Aggregate):
             )
             for debit_id, d in state.get("debits", {}).items()
         }
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        """A snapshot from before adjustments (issue 13) has none."""
+        state["adjustments"] = {}
 
     # -- rule 1: membership ------------------------------------------------
 
@@ -664,3 +674,70 @@ class MemberAccount(Aggregate):
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["portions"] = _portions(state.pop("allocations"))
             state["lapsed"] = _portions(state["lapsed"])
+
+    # -- issue 13: adjustments by the loyalty team ----------------------------------
+
+    def adjust(
+        self,
+        adjustment_id: str,
+        points: int,
+        reason: str,
+        requested_by: str,
+        approved_by: str | None,
+        at: datetime,
+        rules: RuleSet,
+    ) -> None:
+        """A correction the loyalty team applies: a credit (points > 0) opens a
+        lot dated the Moscow day of `at` that expires as any credit of that
+        day would; a debit (points < 0) takes from the first-to-expire lots,
+        as spending does, and never takes the balance below zero. A
+        correction is a new entry, never an edit of an old one."""
+        assert adjustment_id not in self.adjustments, "the application answers a repeated adjustment"
+        if points == 0:
+            raise InvalidAmountError("an adjustment moves at least one point, up or down")
+        self.check_enrolled()
+        lot: Lot | None = None
+        portions: tuple[Portion, ...] = ()
+        if points > 0:
+            lot_date = moscow_date(at)
+            lot = Lot(self.next_lot_id, lot_date, add_months(lot_date, rules.expiry_months), points)
+        else:
+            self.check_covers(-points)
+            portions = lotbook.portions(self.lots, lotbook.allocate(self.lots, -points))
+        self.trigger_event(
+            self.PointsAdjusted,
+            adjustment_id=adjustment_id,
+            points=points,
+            reason=reason,
+            requested_by=requested_by,
+            approved_by=approved_by,
+            lot=lot,
+            portions=portions,
+            timestamp=at,
+        )
+
+    def adjustment(self, adjustment_id: str) -> int | None:
+        """The balance right after this adjustment, or None if it was never applied."""
+        return self.adjustments.get(adjustment_id)
+
+    class PointsAdjusted(Event):
+        """A staff adjustment: `points` signed; a credit's new `lot`, or the
+        `portions` a debit took. `reason` is the staff's own text, for the
+        back office; what goes out of the engine says only "adjustment"."""
+
+        adjustment_id: str
+        points: int
+        reason: str
+        requested_by: str
+        approved_by: str | None  # None: small enough to apply without a second pair of eyes
+        lot: Lot | None
+        portions: tuple[Portion, ...]
+
+        @property
+        def effect(self) -> Effect:
+            if self.lot is not None:
+                return credit((self.lot,), ADJUSTMENT)
+            return debit(tuple(p.allocation for p in self.portions))
+
+        def record(self, account: MemberAccount) -> None:
+            account.adjustments[self.adjustment_id] = account.balance

@@ -5,7 +5,8 @@ validate at the edge and hand `Inbound` messages, ticks and commands here.
 Every write is a unit of work (`engine.unit_of_work`) run by `run`, with one
 conflict policy; `process` applies a batch of messages as one unit of work,
 `tick` closes a day (`engine.tick`), and the spending commands of rule 10
-(`engine.spending`) are one unit of work each.
+(`engine.spending`) and the staff's adjustments (`engine.adjustments`) are
+one unit of work each.
 
 Idempotency is by (topic, message key): a unit's inbox rows are written by
 the recorder in the same transaction as its events, so a redelivered message
@@ -25,6 +26,7 @@ from eventsourcing.persistence import IntegrityError, JSONTranscoder, Operationa
 
 from engine import handlers, tick
 from engine.account import MemberAccount
+from engine.adjustments import Adjusted, AdjustmentCommands
 from engine.errors import ConcurrentWriterError, InvalidChannelError, InvalidMsisdnError, UnknownDeadLetterError
 from engine.ids import member_id
 from engine.messages import APPLIED, DUPLICATE, INTERNAL_ERROR, Inbound, Report
@@ -44,10 +46,11 @@ T = TypeVar("T")
 OPERATIONAL_RETRIES_MAX = 3
 _CHANNELS = ("web", "sms", "shop", "auto")  # EVENTS.md, member_enrolled
 
-__all__ = ["AccrualApplication", "ConcurrentWriterError", "Debit", "Inbound", "Redrive", "Report", "Transfer"]
+__all__ = ["AccrualApplication", "Adjusted", "ConcurrentWriterError", "Debit", "Inbound", "Redrive", "Report",
+           "Transfer"]
 
 
-class AccrualApplication(SpendingCommands, Application):
+class AccrualApplication(SpendingCommands, AdjustmentCommands, Application):
     name = "accrual"
     env = {
         "AGGREGATE_CACHE_MAXSIZE": "20000",

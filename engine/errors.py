@@ -114,6 +114,23 @@ class DeadLetterSettledError(RuleRefusal):
     reason = "already_redriven"
 
 
+# -- issue 13: adjustments by the loyalty team ---------------------------------
+
+
+class InvalidAdjustmentError(RuleRefusal):
+    """An adjustment request that is not well formed: no id, a reason
+    shorter than 10 or longer than 500 characters, no requester."""
+
+    reason = "invalid_adjustment"
+
+
+class SelfApprovalError(RuleRefusal):
+    """An adjustment approved by the one who requested it: the second pair
+    of eyes must be someone else's."""
+
+    reason = "self_approval"
+
+
 # The names the personal-account API was specified with.
 InsufficientPoints = InsufficientPointsError
 InvalidAmount = InvalidAmountError

@@ -16,8 +16,14 @@ history (`fill_from_history`).
 
 A period's row: `opening` (the previous row's `closing`), the movements, and
 `closing` = `opening` + issued − clawed back − expired − redeemed + restored
-− transferred out + transferred in + returned: the sum of all balances right
-after the tick that closed it.
+− transferred out + transferred in + returned + adjusted: the sum of all
+balances right after the tick that closed it. `adjusted` (issue 13, the
+loyalty team's corrections) is the one measure kept with its sign: credits
++, debits −, netted in the period; the export lists each adjustment.
+
+A store of an earlier release needs no change of its tables for it: a
+measure is a row, not a column, and such a store has no adjustment to fill
+(`fill_from_history` books any "adjusted" lines it finds all the same).
 """
 from __future__ import annotations
 
@@ -44,21 +50,27 @@ MEASURES: dict[str, tuple[str, int]] = {
     "transfer_out": ("transferred_out", -1),
     "transfer_in": ("transferred_in", +1),
     "transfer_returned": ("returned", +1),
+    "adjusted": ("adjusted", +1),
 }
+# Measures that move points either way: kept signed, not as positive amounts.
+SIGNED = frozenset({"adjusted"})
 SIGNS = dict(MEASURES.values())
 # Measures shown broken down, with the keys every row has (others that occur
 # are shown too): issued by rule, redeemed by purpose.
 BROKEN_DOWN = {"issued": (USAGE, SHOP, MGTS, CARD, BALLYPLUS), "redeemed": ("order", "pos")}
 ORDER = ("issued", "clawed_back", "expired", "redeemed", "restored", "transferred_out", "transferred_in",
-         "returned")
+         "returned", "adjusted")
 
 
 def booking(kind: str, rule: str | None, reason: str | None, points: int) -> tuple[str, str, int] | None:
-    """(measure, detail, points as a positive amount) of a history line, or
-    None for a line that moves no points."""
+    """(measure, detail, points as a positive amount, or signed for a
+    `SIGNED` measure) of a history line, or None for a line that moves no
+    points."""
     if points == 0:
         return None
     measure, sign = MEASURES[kind]  # a kind that moves points and is not booked is a defect: fail loudly
+    if measure in SIGNED:
+        return measure, "", points
     assert points * sign > 0, f"a {kind} line moves points the other way ({points})"
     detail = (rule or "") if measure == "issued" else (reason or "") if measure == "redeemed" else ""
     return measure, detail, abs(points)

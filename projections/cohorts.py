@@ -12,6 +12,14 @@ Points move between members with their lots' dates (rule 10), so a transfer
 keeps points in their cohort. Points whose lot expired while they were held
 for a transfer or a cancelled order come back to no one: they count as
 expired (`transfer_lapsed`, `restored_lapsed`).
+
+The loyalty team's adjustments (issue 13) are flows of their own: a credit's
+lot is in the cohort of its lot date (`adjusted_in`), a debit takes from the
+cohorts of the lots it draws from (`adjusted_out`). They are not "issued":
+the breakage rate is expired ÷ issued, issued by the programme's rules, so
+that the estimate learns how members use what the rules give them, not how
+often staff corrected someone. (Points an adjustment credited that later
+expire are still counted as expired: a lot is a lot.)
 """
 from __future__ import annotations
 
@@ -27,7 +35,7 @@ from projections.tables import Names
 
 # The flows kept per cohort. Each is attributed to the lot it names.
 FLOWS = ("issued", "redeemed", "restored", "restored_lapsed", "transferred_out", "transferred_in", "returned",
-         "transfer_lapsed", "clawed_back", "expired")
+         "transfer_lapsed", "clawed_back", "expired", "adjusted_in", "adjusted_out")
 
 RECENT_CLOSED = 12  # closed cohorts the estimate learns from: the latest twelve
 
@@ -73,6 +81,10 @@ def book_line(bookings: CohortBookings, msisdn: str, kind: str, points: int, lot
         assert lot_date is not None, "an accrual opens a lot"
         bookings.dated_flow(lot_date, "issued", points)
         return
+    if kind == "adjusted":  # either way: the line's lots say which cohorts
+        for entry in detail.get("lots", ()):
+            _flow(bookings, msisdn, entry, "adjusted_in" if points > 0 else "adjusted_out")
+        return
     flows = _FLOWS_OF.get(kind)
     if flows is None:
         return
@@ -109,7 +121,7 @@ def fill_from_history(tx: Transaction, names: Names, page: int = 20_000) -> None
     projector's position; cohorts that have any row are left alone."""
     if tx.query(f"SELECT 1 FROM {names.cohorts} LIMIT 1"):
         return
-    kinds = ("accrued", *_FLOWS_OF)
+    kinds = ("accrued", "adjusted", *_FLOWS_OF)
     marks = ", ".join("?" * len(kinds))
     after: tuple[str, int] = ("", -1)
     while True:
@@ -169,8 +181,14 @@ class Cohort:
         return f("expired", 0) + f("transfer_lapsed", 0) + f("restored_lapsed", 0)
 
     @property
+    def adjusted(self) -> int:
+        """What the loyalty team's adjustments added (+) or took (−), net."""
+        f = self.flows.get
+        return f("adjusted_in", 0) - f("adjusted_out", 0)
+
+    @property
     def outstanding(self) -> int:
-        return self.issued - self.redeemed - self.in_transfer - self.clawed_back - self.expired
+        return self.issued + self.adjusted - self.redeemed - self.in_transfer - self.clawed_back - self.expired
 
     def closed_by(self, last_tick: date | None) -> bool:
         """Every lot of the cohort has expired or been used: a tick as-of the
@@ -199,7 +217,8 @@ class BreakageReport:
             row: dict[str, Any] = {
                 "cohort": cohort.month, "closed": closed, "issued": cohort.issued, "redeemed": cohort.redeemed,
                 "transferred": cohort.transferred, "in_transfer": cohort.in_transfer,
-                "clawed_back": cohort.clawed_back, "expired": cohort.expired, "outstanding": cohort.outstanding,
+                "clawed_back": cohort.clawed_back, "expired": cohort.expired, "adjusted": cohort.adjusted,
+                "outstanding": cohort.outstanding,
                 "breakage_rate": str(_ratio(cohort.expired, cohort.issued)) if closed and cohort.issued else None,
                 "expected_breakage": None,
             }

@@ -16,7 +16,7 @@ from uuid import UUID
 
 import orjson
 
-from engine.account import OUT, MemberAccount
+from engine.account import ADJUSTMENT, OUT, MemberAccount
 from engine.calendar import shift_month
 from engine.closed_day import ClosedDay
 from engine.effects import NO_EFFECT
@@ -91,6 +91,7 @@ class Projector:
             MemberAccount.PointsRestored: self._restored,
             MemberAccount.PointsTransferred: self._transferred,
             MemberAccount.TransferReturned: self._transfer_returned,
+            MemberAccount.PointsAdjusted: self._adjusted,
             MemberTransfer.Offered: self._transfer_offered,
             MemberTransfer.Accepted: self._transfer_settled,
             MemberTransfer.Declined: self._transfer_settled,
@@ -433,6 +434,29 @@ class Projector:
         self._history(msisdn, e, "transfer_returned", reason=e.reason,
                       detail={"transfer_id": e.transfer_id, "to": e.counterpart, "lots": _lots(e.portions),
                               "lapsed": _lots(e.lapsed)})
+
+    # -- issue 13: the loyalty team's adjustments ---------------------------------
+
+    def _adjusted(self, e: Any) -> None:
+        """A credit names its new lot (as a portion, so the cohorts find its
+        date in the line), a debit the lots it took from. The staff's text
+        is in the detail, for the back office; the reason column says only
+        "adjustment", as the outbound event does."""
+        msisdn = self._points(e)
+        lot = e.lot
+        if lot is None:
+            self._history(msisdn, e, "adjusted", reason=ADJUSTMENT, source_event_id=e.adjustment_id,
+                          detail=self._adjustment(e, _lots(e.portions)))
+            return
+        self._history(msisdn, e, "adjusted", rule=ADJUSTMENT, reason=ADJUSTMENT, source_event_id=e.adjustment_id,
+                      lot_id=lot.lot_id, lot_date=lot.lot_date.isoformat(), expires_on=lot.expires_on.isoformat(),
+                      detail=self._adjustment(e, [[lot.lot_id, lot.remaining, lot.lot_date.isoformat(),
+                                                   lot.expires_on.isoformat()]]))
+
+    @staticmethod
+    def _adjustment(e: Any, lots: list[list]) -> dict[str, Any]:
+        return {"adjustment_id": e.adjustment_id, "reason": e.reason, "requested_by": e.requested_by,
+                "approved_by": e.approved_by, "lots": lots}
 
     def _transfer_offered(self, e: Any) -> None:
         self._changes.new_transfers.append(

@@ -59,7 +59,7 @@ def three_periods(p):
 
 EMPTY = {"issued": {"usage": 0, "shop": 0, "mgts": 0, "card": 0, "ballyplus": 0}, "clawed_back": 0, "expired": 0,
          "redeemed": {"order": 0, "pos": 0}, "restored": 0, "transferred_out": 0, "transferred_in": 0,
-         "returned": 0}
+         "returned": 0, "adjusted": 0}
 
 
 def expected(period_end, opening, closing, **moves):
@@ -213,7 +213,7 @@ def test_the_cohorts_of_the_worked_example_and_the_breakage_of_a_closed_one(prog
     # Boris's 50 expired: 135 - 40 - 40 - 50 = 5 outstanding (Anna's late 5)
     assert got["2026-01"] == {
         "cohort": "2026-01", "closed": False, "issued": 135, "redeemed": 40, "transferred": 20, "in_transfer": 0,
-        "clawed_back": 40, "expired": 50, "outstanding": 5, "breakage_rate": None, "expected_breakage": None}
+        "clawed_back": 40, "expired": 50, "adjusted": 0, "outstanding": 5, "breakage_rate": None, "expected_breakage": None}
     # March 2026: the receipt's 100, of which the clawback took the other 60: 40 outstanding
     assert (got["2026-03"]["issued"], got["2026-03"]["clawed_back"], got["2026-03"]["outstanding"]) == (100, 60, 40)
     # the outstanding points of all cohorts are all the balances (Anna 45)

@@ -1,7 +1,8 @@
 """Property of rule 10 over random sequences (hypothesis, stateful): credits,
 debits (some for more than the balance, some repeated with their key),
 cancellations, transfers offered, accepted, declined or left to time out,
-and ticks that return and expire. After every step, for every member: the
+the loyalty team's adjustments either way (issue 13), and ticks that return
+and expire. After every step, for every member: the
 balance is never negative and is the sum of the lots, in the aggregate and
 in the read models alike, and the history adds up to it; no point is made
 or lost: what was credited is what members hold, plus what is held in
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 
 from hypothesis import HealthCheck, event, settings
@@ -94,6 +96,27 @@ class SpendingMachine(RuleBasedStateMachine):
             again = self.app.debit(msisdn, points, purpose=purpose, idempotency_key=key, reference={}, at=when)
             assert again.duplicate and again.debit_id == result.debit_id
             assert self.app.member(msisdn).balance == balance - points
+
+    @rule(msisdn=members, points=st.integers(-60, 40).filter(bool), repeat=st.booleans())
+    def adjust(self, msisdn: str, points: int, repeat: bool) -> None:
+        """A staff adjustment: a credit opens a lot, a debit never goes below zero."""
+        balance = self.app.member(msisdn).balance
+        key, when = self.key(), self.later(5)
+
+        def call():
+            return self.app.adjust(msisdn, points, adjustment_id=key, reason="a correction by the team",
+                                   requested_by="olga", approved_by="ivan", at=when)
+        try:
+            result = call()
+        except InsufficientPoints:
+            assert -points > balance
+            assert self.app.member(msisdn).balance == balance
+            return
+        assert result.balance_after == balance + points >= 0
+        self.credited += points  # an adjustment's credit is a credit, its debit is gone for good
+        if repeat:
+            assert call() == replace(result, duplicate=True)
+            assert self.app.member(msisdn).balance == balance + points
 
     @precondition(lambda self: self.debits)
     @rule(data=st.data())

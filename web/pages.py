@@ -31,7 +31,7 @@ SESSION_COOKIE, CSRF_COOKIE = "accrual_session", "accrual_csrf"
 HISTORY_KINDS = {
     "enrolled": "Регистрация", "accrued": "Начисление", "clawed_back": "Возврат покупки", "expired": "Сгорание",
     "redeemed": "Списание", "restored": "Отмена списания", "transfer_out": "Перевод", "transfer_in": "Перевод вам",
-    "transfer_returned": "Возврат перевода", "not_eligible": "Без начисления",
+    "transfer_returned": "Возврат перевода", "not_eligible": "Без начисления", "adjusted": "Корректировка",
 }
 RULES = {"usage": "Услуги связи", "shop": "Покупка в салоне МТС", "mgts": "Услуги МГТС",
          "card": "Покупки по карте МТС Банка", "ballyplus": "Баллы Плюс"}
@@ -93,6 +93,8 @@ def source_of(entry: dict[str, Any]) -> str:
         return f"Перевод на {phone(detail.get('to'))} вернулся" + (f": {why}" if why else "")
     if kind == "expired":
         return "Истёк срок действия баллов"
+    if kind == "adjusted":  # the staff's own reason is for the back office, not the member
+        return "Корректировка баллов"
     if kind == "enrolled":
         return "Регистрация в программе"
     if kind == "not_eligible":
