@@ -29,6 +29,7 @@ REFUSAL_STATUS = {
     "insufficient_points": 409, "not_enrolled": 409, "idempotency_conflict": 409,
     "transfer_expired": 409, "transfer_settled": 409, "invalid_points": 422, "invalid_purpose": 422,
     "invalid_channel": 422,
+    "invalid_adjustment": 422, "self_approval": 403,
     "recipient_not_enrolled": 422, "invalid_msisdn": 422, "self_transfer": 422, "unknown_debit": 404, "unknown_transfer": 404,
 }
 

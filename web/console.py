@@ -193,7 +193,7 @@ class Console:
                 per_page: int) -> dict[str, Any]:
         """The member's history with each line's log position (the
         notification id of its event: where an auditor finds it)."""
-        result = self.cabinet.history(msisdn, kinds, since, until, page, per_page)
+        result = self.cabinet.history(msisdn, kinds, since, until, page, per_page, staff=True)
         versions = [entry["version"] for entry in result["items"]]
         positions = self._positions(msisdn, versions)
         for entry in result["items"]:
@@ -270,8 +270,11 @@ class Console:
             raise ConsoleRefusal(404, "unknown_adjustment", "no such adjustment")
         if adjustment.requested_by == session.login:
             raise ConsoleRefusal(403, "own_request", "an adjustment is decided by a supervisor other than its requester")
-        if adjustment.status == APPROVED and approve and adjustment.decided_by == session.login:
-            return self._apply(adjustment)  # approved, then interrupted before it applied: apply it now
+        if adjustment.status == APPROVED:
+            # Approved by someone, and being applied now, or interrupted
+            # before it applied: applying is idempotent, so it is finished
+            # here either way; the decision itself was someone else's.
+            adjustment = self._apply(adjustment)
         if adjustment.status != PENDING:
             raise ConsoleRefusal(409, "adjustment_decided", f"this adjustment is {adjustment.status} already")
         now = stamp(self.clock.now())

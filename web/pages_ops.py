@@ -227,7 +227,7 @@ def member_page(request: Request, msisdn: str, page: int = 1, kind: str = "") ->
     if member is None:
         raise ApiError(404, "unknown_member", "Номер не известен программе.")
     page = max(1, min(page, 100_000))
-    kinds = [kind] if kind in HISTORY_KINDS or kind == "adjusted" else []
+    kinds = [kind] if kind in HISTORY_KINDS else []
     history = console.history(msisdn, kinds, None, None, page, 50)
     adjustments, _ = console.adjustments(msisdn=msisdn, limit=20)
     return render(request, "member.html", session, member=member, history=history, kind=kind,

@@ -23,6 +23,7 @@ from web.clock import Clock
 from web.reads import LogFollower, ReadConnections
 
 HISTORY_PAGE_MAX = 100
+MEMBER_ADJUSTMENT_DETAIL = ("adjustment_id", "lots")  # the rest of an adjustment's detail is the staff's
 
 
 class UnknownReward(LookupError):
@@ -115,18 +116,24 @@ class Cabinet:
         return query
 
     def history(self, msisdn: str, kinds: list[str], since: date | None, until: date | None,
-                page: int, per_page: int) -> dict[str, Any]:
-        return self._read(self.history_query(msisdn, kinds, since, until, page, per_page))
+                page: int, per_page: int, staff: bool = False) -> dict[str, Any]:
+        return self._read(self.history_query(msisdn, kinds, since, until, page, per_page, staff))
 
     def history_query(self, msisdn: str, kinds: list[str], since: date | None, until: date | None,
-                      page: int, per_page: int) -> Callable[[Any], dict[str, Any]]:
-        """`history` as a query on the read models (for `read`)."""
+                      page: int, per_page: int, staff: bool = False) -> Callable[[Any], dict[str, Any]]:
+        """`history` as a query on the read models (for `read`). A member
+        does not see what the staff wrote about an adjustment (the reason,
+        who asked, who approved): the console does (`staff`)."""
         per_page = max(1, min(per_page, HISTORY_PAGE_MAX))
 
         def query(reads):
             entries, total = reads.history_page(
                 msisdn, kinds=kinds or None, since=since, until=until, limit=per_page, offset=(page - 1) * per_page,
             )
+            if not staff:
+                for entry in entries:
+                    if entry["kind"] == "adjusted":
+                        entry["detail"] = {k: v for k, v in entry["detail"].items() if k in MEMBER_ADJUSTMENT_DETAIL}
             return {"items": entries, "total": total, "page": page, "per_page": per_page}
 
         return query

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.web.conftest import ALICE, member_with_points
+from tests.web.conftest import ALICE, member_with_points, sign_in
 from tests.web.console_support import signed_in_staff
 
 THRESHOLD = 1000  # ACCRUAL_ADJUSTMENT_APPROVAL_ABOVE's default
@@ -155,3 +155,12 @@ def test_the_audit_log_refuses_changes(client, team):
     for statement in ("UPDATE ops_audit SET login = 'someone'", "DELETE FROM ops_audit"):
         with pytest.raises(Exception, match="append-only"):
             store.execute(statement)
+
+
+def test_the_member_sees_the_adjustment_but_not_what_the_staff_wrote(client, team):
+    adjust(client, team["ivan"], 50, "k1", reason="Жалоба 4521: клиент сильно ругался")
+    member = sign_in(client, ALICE)
+    [line] = [e for e in client.get("/api/v1/me/history", headers=member).json()["items"] if e["kind"] == "adjusted"]
+    assert line["points"] == 50
+    assert "reason" not in line["detail"] and "requested_by" not in line["detail"]
+    assert "ругался" not in client.get("/history", headers=member).text
