@@ -13,6 +13,7 @@ from typing import Any, Callable
 import typer
 from rich import box
 from rich.progress import Progress
+from rich.measure import Measurement
 from rich.table import Table
 
 from accrual import charts
@@ -101,8 +102,7 @@ def _print_table(cli: Any, rows: list[Period], value: Decimal) -> None:
                       f"{row.total('clawed_back'):,}", f"{row.total('expired'):,}", f"{row.total('redeemed'):,}",
                       f"{row.total('restored'):,}", f"{transfers:+,}", f"{row.total('adjusted'):+,}",
                       f"{row.closing:,}")
-    _keep_whole(table)
-    cli.out.print(table)
+    _print_whole(table)
     closing = rows[-1].closing
     cli.out.print(f"closing {rows[-1].period_end}: {closing:,} points = {(value * closing).quantize(Decimal('0.01')):,} ₽"
                   f" at {value} ₽ a point")
@@ -145,8 +145,7 @@ def breakage(
         expected = f"{row['expected_breakage']:,}" if row["expected_breakage"] is not None else ""
         table.add_row(row["cohort"], *(f"{row[c]:,}" for c in ("issued", "redeemed", "clawed_back", "expired",
                                                                "in_transfer", "outstanding")), rate, expected)
-    _keep_whole(table)
-    cli.out.print(table)
+    _print_whole(table)
     estimate = report.rate
     cli.out.print(f"estimate: {'none yet (no closed cohort)' if estimate is None else f'{estimate * 100:.2f} %'}"
                   f" from {', '.join(report.learned_from) or 'no cohort'}; {report.METHOD}")
@@ -157,13 +156,25 @@ BREAKAGE_COLUMNS = ("cohort", "closed", "issued", "redeemed", "transferred", "in
                     "adjusted", "outstanding", "breakage_rate", "expected_breakage")
 
 
+def _print_whole(table: Table) -> None:
+    """Prints the table with every column whole: wider than the terminal if
+    it must be (the terminal wraps the lines, a pipe or a file gets them
+    whole), never with the rightmost columns cropped, as rich would do."""
+    _keep_whole(table)
+    out = _cli().out
+    needed = Measurement.get(out, out.options.update(max_width=10_000), table).minimum
+    out.print(table, width=max(out.width, needed), crop=False)
+
+
 def _keep_whole(table: Table) -> None:
     """After the rows are in: figures are never cut on a narrow terminal
-    (each column at least as wide as its widest figure); headers wrap instead."""
+    (each column at least as wide as its widest figure and the longest word
+    of its header); headers wrap between words instead."""
     table.box = box.SIMPLE_HEAD  # no vertical rules: the figures get the width
     table.pad_edge = False
     for column in table.columns:
-        column.min_width = max((len(str(cell)) for cell in column.cells), default=1)
+        words = str(column.header).split() or [""]
+        column.min_width = max([len(str(cell)) for cell in column.cells] + [len(word) for word in words])
         if column is not table.columns[0]:
             column.justify = "right"
 

@@ -255,8 +255,7 @@ def test_books_and_cohorts_of_a_store_without_them_are_filled_with_its_adjustmen
 
 
 def accrual(url: str, *args: str) -> str:
-    # A wide terminal: the liability table has ten columns (at 80, rich crops the right ones).
-    result = CliRunner().invoke(cli, list(args), env={"ACCRUAL_DATABASE_URL": url, "COLUMNS": "160"},
+    result = CliRunner().invoke(cli, list(args), env={"ACCRUAL_DATABASE_URL": url},
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result.stdout
