@@ -84,8 +84,8 @@ class WorkerStatus:
 
 class ThroughputSampler:
     """The group's committed offsets (their sum over the partitions) at the
-    moments this process looked, the last `WINDOW_S` seconds of them; the
-    rate is from the oldest kept sample to the newest. Moments come from the
+    moments this process looked, the last `WINDOW_S` seconds of them and the
+    look before; the rate is from the oldest kept sample to the newest. Moments come from the
     caller (time.monotonic() in the web app), so a test sets them."""
 
     def __init__(self, window_s: float = WINDOW_S, samples_max: int = SAMPLES_MAX):
@@ -98,7 +98,9 @@ class ThroughputSampler:
             samples = self._samples
             if samples and committed < samples[-1][1]:
                 samples.clear()  # offsets went back (the group was reset or the topics made anew)
-            while samples and samples[0][0] < now_s - self.window_s:
+            # Older samples leave the window, but the newest of them stays: a look after a long pause
+            # compares with the look before it.
+            while len(samples) > 1 and samples[1][0] <= now_s - self.window_s:
                 samples.popleft()
             if not samples or now_s - samples[-1][0] >= SAMPLE_SPACING_S:
                 samples.append((now_s, committed))
