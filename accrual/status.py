@@ -15,9 +15,9 @@ from projections.db import Database
 async def kafka_lag(bootstrap: str, names: Names) -> list[dict[str, Any]]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="accrual-status")
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await admin.start()
-    await consumer.start()
-    try:
+    try:  # started inside: a caller's timeout that cancels a start still closes both clients
+        await admin.start()
+        await consumer.start()
         tps = [TopicPartition(names.topic(t.topic), p) for t in names.streams.inbound for p in range(t.partitions)]
         committed = await admin.list_consumer_group_offsets(names.group, partitions=tps)
         ends = await consumer.end_offsets(tps)
