@@ -333,6 +333,34 @@ def redrive(rejection_id: DeadLetterId, session: Annotated[StaffSession, Depends
     return result
 
 
+# -- the programme at a glance -------------------------------------------------------------------
+
+
+async def programme(request: Request) -> Any:
+    """The dashboard's figures from the read models, and the Kafka worker's
+    lag and throughput (bounded: a Kafka that does not answer shows none)."""
+    import time
+
+    from web.dashboard import at_a_glance
+    from web.dashboard_worker import worker_status
+
+    context = context_of(request)
+    today = context.cabinet.today()
+    figures = await context.cabinet.read(lambda reads: at_a_glance(reads.db, reads.names, today))
+    worker = await worker_status(request.app.state.kafka, request.app.state.throughput, time.monotonic())
+    return figures.with_worker(worker)
+
+
+@router.get("/ops/dashboard", tags=["console"])
+async def dashboard(session: Annotated[StaffSession, Depends(allowed("programme.read"))],
+                    request: Request) -> dict[str, Any]:
+    """Members and points outstanding, points issued by rule and redeemed per
+    day for the last 90 days, the liability by month, the breakage cohorts,
+    rejections by reason per day, the worker's lag per partition and its
+    throughput."""
+    return (await programme(request)).to_json()
+
+
 # -- the audit log -------------------------------------------------------------------------------
 
 

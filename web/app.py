@@ -103,6 +103,10 @@ def create_app(
         redoc_url=None,
     )
     app.state.context = context
+    from web.dashboard_worker import ThroughputSampler, kafka_settings
+
+    app.state.kafka = kafka_settings()  # None: the engine runs without Kafka here (no worker lag to show)
+    app.state.throughput = ThroughputSampler()
     app.add_middleware(Guard, https=secure)
     from web import api_member, api_ops, api_pos, api_signin, pages, pages_member, pages_ops, pages_signin, probes
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from engine.errors import RuleRefusal
 from schemas.msisdn import is_msisdn
@@ -197,7 +198,7 @@ def change_password(request: Request, current_password: str = Form(""), new_pass
     except WeakPassword:
         return go("/ops/password", "weak_password")
     audit(request, session, "password_changed")
-    return go("/ops", "password_set")
+    return go("/ops/members", "password_set")  # every role may look members up
 
 
 # -- members ----------------------------------------------------------------------------------------------
@@ -348,6 +349,17 @@ def redrive(request: Request, rejection_id: str, csrf: str = Form("")) -> Respon
     audit(request, session, "dead_letter_redriven", rejection_id[:40], outcome=result["outcome"],
           reason=result.get("reason"), attempt=result["attempt"])
     return go(back, "redriven" if result["outcome"] == "applied" else "redrive_rejected")
+
+
+# -- the programme at a glance ----------------------------------------------------------------------------
+
+
+@router.get("/ops/dashboard")
+async def dashboard_page(request: Request) -> Response:
+    session = await run_in_threadpool(allowed, request, "programme.read")
+    from web.api_ops import programme
+
+    return render(request, "dashboard.html", session, d=await programme(request))
 
 
 # -- the audit log ---------------------------------------------------------------------------------------
