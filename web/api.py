@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from engine.errors import RuleRefusal
 from schemas.msisdn import Msisdn
@@ -23,6 +23,11 @@ Key = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,100}$", description="the
 Password = Annotated[str, Field(min_length=1, max_length=128)]
 Points = Annotated[int, Field(strict=True, ge=1, le=10_000_000)]  # true is not 1 point, "10" not 10
 Id = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,100}$")]
+# A kind of history line (accrued, clawed_back, …): a word of the engine's, never free text (a NUL
+# byte in a filter is an error of PostgreSQL's, not a miss).
+HistoryKind = Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,40}$")]
+# Filters of the console: a refusal reason or an action, a topic, a staff login.
+WORD_PATTERN, TOPIC_PATTERN, LOGIN_PATTERN = r"^[a-z_]{1,64}$", r"^[A-Za-z0-9._-]{1,200}$", r"^[a-z0-9._-]{1,64}$"
 
 # Refusals of the engine, by reason, as HTTP statuses.
 REFUSAL_STATUS = {

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from engine.errors import RuleRefusal
 from web.api import (
-    ApiError, Code, Id, Key, Member, Msisdn, Password, Points, Strict, api_router, confirm_spending,
+    ApiError, Code, HistoryKind, Id, Key, Member, Msisdn, Password, Points, Strict, api_router, confirm_spending,
     error_responses, limited, refusal_error, set_password_with_code,
 )
 from web.app import context_of
@@ -103,7 +103,8 @@ class HistoryPage(BaseModel):
 async def history(
     session: Member,
     request: Request,
-    kind: Annotated[list[str] | None, Query(description="accrued, clawed_back, expired, redeemed, …")] = None,
+    kind: Annotated[list[HistoryKind] | None, Query(max_length=20,
+                                                    description="accrued, clawed_back, expired, redeemed, …")] = None,
     since: Annotated[date | None, Query(description="from this Moscow date")] = None,
     until: Annotated[date | None, Query(description="to this Moscow date, included")] = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,

@@ -16,7 +16,7 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 
 from engine.errors import RuleRefusal
-from web.api import ApiError, Credentials, Id, Key, Msisdn, Strict, api_router, bearer_token, error_responses
+from web.api import LOGIN_PATTERN, TOPIC_PATTERN, WORD_PATTERN, ApiError, Credentials, HistoryKind, Id, Key, Msisdn, Strict, api_router, bearer_token, error_responses
 from web.app import client_address, context_of
 from web.auth import TooManyRequests, WeakPassword
 from web.console import Adjustment, ConsoleRefusal
@@ -168,14 +168,13 @@ def member(msisdn: Msisdn, session: MembersReader, request: Request) -> dict[str
 @router.get("/ops/members/{msisdn}/history", tags=["console"])
 def member_history(
     msisdn: Msisdn, session: MembersReader, request: Request,
-    kind: Annotated[list[str] | None, Query(max_length=20)] = None,
+    kind: Annotated[list[HistoryKind] | None, Query(max_length=20)] = None,
     since: Annotated[date | None, Query(alias="from")] = None,
     until: Annotated[date | None, Query(alias="to")] = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> dict[str, Any]:
-    kinds = [k for k in (kind or []) if k.isascii() and len(k) <= 40]
-    result = context_of(request).console.history(msisdn, kinds, since, until, page, per_page)
+    result = context_of(request).console.history(msisdn, kind or [], since, until, page, per_page)
     audit(request, session, "member_history_viewed", msisdn, page=page)
     return result
 
@@ -191,24 +190,6 @@ class AdjustmentRequest(Strict):
     idempotency_key: Key
 
 
-class AdjustmentOut(BaseModel):
-    adjustment_id: str
-    msisdn: str
-    points: int
-    reason: str
-    requested_by: str
-    requested_at: str
-    status: str
-    decided_by: str | None
-    decided_at: str | None
-    refusal: str | None
-    balance_after: int | None
-
-
-def _out(adjustment: Adjustment) -> AdjustmentOut:
-    return AdjustmentOut(**adjustment.to_json())
-
-
 def _refused_outcome(adjustment: Adjustment) -> None:
     """An adjustment the engine refused (a debit beyond the balance) is kept
     as `refused`; the caller is told why, as a refusal."""
@@ -217,9 +198,9 @@ def _refused_outcome(adjustment: Adjustment) -> None:
                        f"adjustment {adjustment.adjustment_id} was refused: {adjustment.refusal}")
 
 
-@router.post("/ops/adjustments", response_model=AdjustmentOut, tags=["console"], responses=error_responses(403, 409))
+@router.post("/ops/adjustments", response_model=Adjustment, tags=["console"], responses=error_responses(403, 409))
 def request_adjustment(body: AdjustmentRequest, session: Annotated[StaffSession, Depends(allowed("adjustments.request"))],
-                       request: Request, response: Response) -> AdjustmentOut:
+                       request: Request, response: Response) -> Adjustment:
     try:
         adjustment, repeat = context_of(request).console.request_adjustment(
             session, body.msisdn, body.points, body.reason, body.idempotency_key)
@@ -230,7 +211,7 @@ def request_adjustment(body: AdjustmentRequest, session: Annotated[StaffSession,
               points=body.points, reason=adjustment.reason, status=adjustment.status)
     response.status_code = 200 if repeat else 201
     _refused_outcome(adjustment)
-    return _out(adjustment)
+    return adjustment
 
 
 @router.get("/ops/adjustments", tags=["console"])
@@ -246,17 +227,17 @@ def list_adjustments(
     return {"items": [a.to_json() for a in items], "total": total, "page": page, "per_page": per_page}
 
 
-@router.get("/ops/adjustments/{adjustment_id}", response_model=AdjustmentOut, tags=["console"],
+@router.get("/ops/adjustments/{adjustment_id}", response_model=Adjustment, tags=["console"],
             responses=error_responses(404))
 def get_adjustment(adjustment_id: Id, session: Annotated[StaffSession, Depends(allowed("adjustments.read"))],
-                   request: Request) -> AdjustmentOut:
+                   request: Request) -> Adjustment:
     found = context_of(request).console.adjustment(adjustment_id)
     if found is None:
         raise ApiError(404, "unknown_adjustment", "no such adjustment")
-    return _out(found)
+    return found
 
 
-def _decide(adjustment_id: str, session: StaffSession, request: Request, approve: bool) -> AdjustmentOut:
+def _decide(adjustment_id: str, session: StaffSession, request: Request, approve: bool) -> Adjustment:
     try:
         adjustment = context_of(request).console.decide(session, adjustment_id, approve)
     except ConsoleRefusal as refusal:
@@ -264,21 +245,21 @@ def _decide(adjustment_id: str, session: StaffSession, request: Request, approve
     audit(request, session, "adjustment_approved" if approve else "adjustment_rejected", adjustment_id,
           msisdn=adjustment.msisdn, points=adjustment.points, status=adjustment.status)
     _refused_outcome(adjustment)
-    return _out(adjustment)
+    return adjustment
 
 
 Decider = Annotated[StaffSession, Depends(allowed("adjustments.decide"))]
 
 
-@router.post("/ops/adjustments/{adjustment_id}/approve", response_model=AdjustmentOut, tags=["console"],
+@router.post("/ops/adjustments/{adjustment_id}/approve", response_model=Adjustment, tags=["console"],
              responses=error_responses(403, 404, 409))
-def approve(adjustment_id: Id, session: Decider, request: Request) -> AdjustmentOut:
+def approve(adjustment_id: Id, session: Decider, request: Request) -> Adjustment:
     return _decide(adjustment_id, session, request, True)
 
 
-@router.post("/ops/adjustments/{adjustment_id}/reject", response_model=AdjustmentOut, tags=["console"],
+@router.post("/ops/adjustments/{adjustment_id}/reject", response_model=Adjustment, tags=["console"],
              responses=error_responses(403, 404, 409))
-def reject(adjustment_id: Id, session: Decider, request: Request) -> AdjustmentOut:
+def reject(adjustment_id: Id, session: Decider, request: Request) -> Adjustment:
     return _decide(adjustment_id, session, request, False)
 
 
@@ -288,8 +269,8 @@ def reject(adjustment_id: Id, session: Decider, request: Request) -> AdjustmentO
 @router.get("/ops/dead-letters", tags=["console"])
 def list_dead_letters(
     session: Annotated[StaffSession, Depends(allowed("dead_letters.read"))], request: Request,
-    reason: Annotated[str | None, Query(max_length=64)] = None,
-    topic: Annotated[str | None, Query(max_length=200)] = None,
+    reason: Annotated[str | None, Query(pattern=WORD_PATTERN)] = None,
+    topic: Annotated[str | None, Query(pattern=TOPIC_PATTERN)] = None,
     since: Annotated[date | None, Query(alias="from")] = None,
     until: Annotated[date | None, Query(alias="to")] = None,
     status: Annotated[Literal["open", "redriven"] | None, Query()] = None,
@@ -367,8 +348,8 @@ async def dashboard(session: Annotated[StaffSession, Depends(allowed("programme.
 @router.get("/ops/audit-log", tags=["console"])
 def audit_log(
     session: Annotated[StaffSession, Depends(allowed("audit.read"))], request: Request,
-    login: Annotated[str | None, Query(max_length=64)] = None,
-    action: Annotated[str | None, Query(max_length=64)] = None,
+    login: Annotated[str | None, Query(pattern=LOGIN_PATTERN)] = None,
+    action: Annotated[str | None, Query(pattern=WORD_PATTERN)] = None,
     since: Annotated[date | None, Query(alias="from")] = None,
     until: Annotated[date | None, Query(alias="to")] = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,

@@ -93,7 +93,8 @@ class AuditLog:
         self.store.execute(
             "INSERT INTO ops_audit (audit_id, at, login, role, address, action, target, detail) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (secrets.token_hex(12), stamp(self.clock.now()), login[:64], role, address[:64], action, target[:200],
+            (secrets.token_hex(12), stamp(self.clock.now()), printable(login[:64]), role, printable(address[:64]),
+             action, printable(target[:200]),
              json.dumps(detail or {}, ensure_ascii=False, sort_keys=True, default=str)),
         )
 
@@ -121,6 +122,12 @@ class AuditLog:
             (*params, max(1, min(limit, AUDIT_PAGE_MAX)), max(0, offset)),
         )
         return [AuditEntry(*row[:7], json.loads(row[7])) for row in rows], total
+
+
+def printable(text: str) -> str:
+    """What a person typed, as the log keeps it: control characters (a NUL
+    byte, which PostgreSQL's text refuses) shown as U+FFFD."""
+    return "".join(c if c.isprintable() else "\ufffd" for c in text)
 
 
 def adjustment_id_of(login: str, idempotency_key: str) -> str:
@@ -229,6 +236,8 @@ class Console:
         reason = reason.strip()
         if not REASON_LENGTH[0] <= len(reason) <= REASON_LENGTH[1]:
             raise ConsoleRefusal(422, "invalid_reason", "a reason has 10 to 500 characters")
+        if not all(c.isprintable() or c in "\n\t" for c in reason):
+            raise ConsoleRefusal(422, "invalid_reason", "a reason is text: no control characters")
         if points == 0:
             raise ConsoleRefusal(422, "invalid_points", "an adjustment adds or takes at least one point")
         adjustment_id = adjustment_id_of(session.login, idempotency_key)

@@ -12,6 +12,7 @@ cookie (double submit). The roles and the audit are those of the API
 from __future__ import annotations
 
 import math
+import re
 import secrets
 from datetime import date
 from typing import Any
@@ -22,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from engine.errors import RuleRefusal
 from schemas.msisdn import is_msisdn
-from web.api import ApiError
+from web.api import LOGIN_PATTERN, TOPIC_PATTERN, WORD_PATTERN, ApiError
 from web.app import client_address, context_of
 from web.auth import TooManyRequests, WeakPassword
 from web.console import REASON_LENGTH, STATUSES, ConsoleRefusal
@@ -303,6 +304,18 @@ def decide(request: Request, adjustment_id: str, decision: str, csrf: str = Form
 # -- dead letters ----------------------------------------------------------------------------------------
 
 
+def _filter(text: str, pattern: str) -> str | None:
+    """A filter typed into a page: None when empty; refused unless it has
+    the shape of what it filters (a NUL byte or free text finds nothing
+    and must not reach the database)."""
+    text = text.strip()
+    if not text:
+        return None
+    if not re.match(pattern, text):
+        raise ApiError(400, "invalid_filter", "Проверьте фильтр.")
+    return text
+
+
 def _day(text: str) -> date | None:
     try:
         return date.fromisoformat(text) if text else None
@@ -316,8 +329,9 @@ def dead_letters_page(request: Request, reason: str = "", topic: str = "", since
     session = allowed(request, "dead_letters.read")
     page = max(1, min(page, 100_000))
     status = status if status in ("open", "redriven") else ""
+    reason, topic = _filter(reason, WORD_PATTERN) or "", _filter(topic, TOPIC_PATTERN) or ""
     found = context_of(request).dead_letters.page(
-        reason=reason[:64] or None, topic=topic[:200] or None, since=_day(since), until=_day(until),
+        reason=reason or None, topic=topic or None, since=_day(since), until=_day(until),
         status=status or None, limit=50, offset=(page - 1) * 50)
     audit(request, session, "dead_letters_viewed", reason[:64], topic=topic[:200], page=page)
     return render(request, "dead_letters.html", session, found=found, reason=reason[:64], topic=topic[:200],
@@ -369,8 +383,9 @@ async def dashboard_page(request: Request) -> Response:
 def audit_page(request: Request, login: str = "", action: str = "", page: int = 1) -> Response:
     session = allowed(request, "audit.read")
     page = max(1, min(page, 100_000))
+    login, action = _filter(login, LOGIN_PATTERN) or "", _filter(action, WORD_PATTERN) or ""
     entries, total = context_of(request).console.audit.entries(
-        login=login[:64] or None, action=action[:64] or None, limit=100, offset=(page - 1) * 100)
+        login=login or None, action=action or None, limit=100, offset=(page - 1) * 100)
     return render(request, "audit.html", session, entries=entries, total=total, page=page,
                   pages=max(1, math.ceil(total / 100)), login=login[:64], action=action[:64])
 

@@ -108,6 +108,14 @@ def check_login(login: str) -> str:
     return login
 
 
+def _spend_time(password: str) -> None:
+    """An argon2 check that fails, as for a wrong password."""
+    try:
+        PASSWORDS.verify(_STAND_IN_HASH, password[:128])
+    except (VerificationError, InvalidHashError):
+        pass
+
+
 def _failure_key(login: str) -> str:
     return f"staff:{login}"
 
@@ -192,7 +200,9 @@ class Staff:
             Bucket("staff-sign-in:all", SIGN_INS_ALL),
             client=client,
         )
-        login = login[:64]
+        if not LOGIN_PATTERN.match(login):  # no such login can exist; the same work as a wrong password
+            _spend_time(password)
+            raise SignInRefused()
         reserve_try(self.store, self.clock.now(), _failure_key(login))
         rows = self.store.query(
             "SELECT password_hash, totp_secret, disabled_at FROM ops_staff WHERE login = ?", (login,)
