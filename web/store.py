@@ -119,7 +119,15 @@ DDL = (
 
 # Columns added since the tables were first created: a store of an earlier
 # release gets them on start-up (its sessions keep working; NULL is "not yet").
-ADDED_COLUMNS = (("web_sessions", "last_seen_at", "TEXT"),)
+ADDED_COLUMNS = (
+    ("web_sessions", "last_seen_at", "TEXT"),
+    ("web_sms_outbox", "idempotency_key", "TEXT"),  # the notifier's keys (docs/notifications.md); NULL: a code
+)
+# Indexes on added columns: made after the columns exist. Both engines let a
+# UNIQUE index hold any number of NULLs, so keyless messages are unaffected.
+ADDED_INDEXES = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS web_sms_outbox_by_key ON web_sms_outbox (idempotency_key)",
+)
 
 
 def stamp(moment: datetime) -> str:
@@ -155,6 +163,8 @@ class WebStore:
                     tx.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
                 elif column not in {row[1] for row in tx.query(f"PRAGMA table_info({table})")}:
                     tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            for statement in ADDED_INDEXES:
+                tx.execute(statement)
             self._append_only(tx)
 
     def _append_only(self, tx: Transaction) -> None:
