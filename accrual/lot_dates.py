@@ -29,7 +29,6 @@ from __future__ import annotations
 from datetime import date
 from typing import Any, Iterable
 
-from engine.account import MemberAccount
 from engine.effects import Effect
 from projections.db import Database, Transaction
 from schemas import LotChange
@@ -76,13 +75,12 @@ class LotDates:
         self.known: dict[tuple[str, int], Dates] = {}
         self.added: dict[tuple[str, int], Dates] = {}  # to insert at the commit
 
-    def load(self, events: Iterable[Any]) -> None:
-        """Reads the dates of the lots the events draw from without dating
-        them (an expiry, a clawback), in a few queries."""
+    def load(self, events: Iterable[tuple[Any, Effect]]) -> None:
+        """Reads the dates of the lots the (event, effect)s draw from without
+        dating them (an expiry, a clawback), in a few queries."""
         keys: set[tuple[str, int]] = set()
-        for event in events:
-            effect = event.effect if isinstance(event, MemberAccount.Event) else None
-            if effect is not None and effect.taken:
+        for event, effect in events:
+            if effect.taken:
                 dated = _dated_by_itself(event, effect)
                 keys.update((str(event.originator_id), a.lot_id) for a in effect.taken if a.lot_id not in dated)
         wanted = sorted(keys)
@@ -97,10 +95,9 @@ class LotDates:
             ):
                 self.known[(account, int(lot_id))] = (date.fromisoformat(lot_date), date.fromisoformat(expires_on))
 
-    def changes(self, event: Any) -> tuple[LotChange, ...]:
-        """The lots a member-account event changed, with their dates; learns
-        the lots it opens."""
-        effect = event.effect
+    def changes(self, event: Any, effect: Effect) -> tuple[LotChange, ...]:
+        """The lots a member-account event (of that effect) changed, with
+        their dates; learns the lots it opens."""
         if not (effect.taken or effect.returned or effect.opened):
             return ()
         account = str(event.originator_id)

@@ -153,8 +153,9 @@ class Publisher:
             if isinstance(e, MemberAccount.Event) and not isinstance(e, MemberAccount.Opened)
         }
         state = self._load_balances(accounts)
+        effects = {n: e.effect for n, e in events if isinstance(e, MemberAccount.Event)}  # (a property: made once)
         lots = LotDates(self.db, self.app.repository)
-        lots.load(e for _, e in events)
+        lots.load((e, effects[n]) for n, e in events if n in effects)
         touched: dict[str, tuple[str, int, int, Any, int]] = {}  # account -> msisdn, balance, version, at, id
         out: list[Outgoing] = []
         for notification_id, event in events:
@@ -167,11 +168,12 @@ class Publisher:
                 msisdn, balance, version = state[account]
                 if event.originator_version <= version and not isinstance(event, MemberAccount.Opened):
                     continue  # already folded in (cannot happen with one publisher; kept safe)
-                delta = event.effect.points
+                effect = effects[notification_id]
+                delta = effect.points
                 balance += delta
                 state[account] = [msisdn, balance, event.originator_version]
                 out.append(self._points_event(event, msisdn, delta, balance, notification_id,
-                                              heads[notification_id], lots.changes(event)))
+                                              heads[notification_id], lots.changes(event, effect)))
                 touched[account] = (msisdn, balance, event.originator_version, event.timestamp, notification_id)
         for msisdn, balance, version, at, notification_id in touched.values():
             out.append(self._balance(msisdn, balance, version, at, notification_id))
