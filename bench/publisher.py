@@ -11,6 +11,12 @@ expire), ingested with its plan's ticks. Each repeat then drops the
 publisher's tables and publishes the whole log again, chunk by chunk (the
 read of the log, the mapping, and the commit of position, balances and lot
 dates), which is what the leader does between sends.
+
+With --upgraded, each repeat publishes the first half of the log untimed,
+then empties `outbound_lots`, as in a store whose publisher ran a release
+that kept no lot dates, and times the second half: every draw from a lot
+opened in the first half that the event does not date reads the account
+as it stood before the event (once per account), counted as `account reads`.
 """
 from __future__ import annotations
 
@@ -45,8 +51,9 @@ def fill(url: str, events: int, months: int, seed: int) -> None:
                 runtime.tick(date.fromisoformat(ticks[index]["as_of"]))
 
 
-def publish_all(url: str) -> tuple[float, int, Counter]:
-    """Seconds to map the whole log, records made, and the points events by type."""
+def publish_all(url: str, upgraded: bool = False) -> tuple[float, int, Counter]:
+    """Seconds to map the whole log (or its second half, `upgraded`),
+    records made, and the points events by type."""
     from accrual.publisher import Publisher
     from accrual.runtime import Runtime
     from tests.kafka_support import names_for
@@ -57,6 +64,13 @@ def publish_all(url: str) -> tuple[float, int, Counter]:
                 tx.execute(f"DROP TABLE IF EXISTS {table}")
         names = names_for("bench.")
         publisher = Publisher(runtime.app, runtime.db, names)
+        if upgraded:
+            half = (runtime.app.recorder.max_notification_id() or 0) // 2
+            while publisher.position() < half:
+                commit = publisher.read_chunk(min(2000, half - publisher.position()))[1]
+                commit()
+            with runtime.db.transaction() as tx:
+                tx.execute("DELETE FROM outbound_lots")
         records = 0
         types: Counter = Counter()
         seconds = 0.0
@@ -74,6 +88,20 @@ def publish_all(url: str) -> tuple[float, int, Counter]:
         return seconds, records, types
 
 
+def _count_account_reads() -> list[int]:
+    from accrual import lot_dates
+
+    count = [0]
+    learn = lot_dates.LotDates._learn_from_the_account
+
+    def counted(self, event):  # type: ignore[no-untyped-def]
+        count[0] += 1
+        learn(self, event)
+
+    lot_dates.LotDates._learn_from_the_account = counted  # type: ignore[method-assign]
+    return count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.publisher", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True)
@@ -81,6 +109,7 @@ def main() -> None:
     parser.add_argument("--months", type=int, default=18)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--upgraded", action="store_true")
     args = parser.parse_args()
     from accrual.runtime import Runtime
 
@@ -92,7 +121,10 @@ def main() -> None:
         print(f"filled the store in {time.perf_counter() - began:.0f} s")
     rates = []
     for _ in range(args.repeat):
-        seconds, records, types = publish_all(args.url)
+        reads = _count_account_reads() if args.upgraded else None
+        seconds, records, types = publish_all(args.url, args.upgraded)
+        if reads is not None:
+            print(f"account reads: {reads[0]}")
         events = sum(types.values())
         rates.append(events / seconds)
         print(f"{events} points events ({records} records) in {seconds:.2f} s: {events / seconds:,.0f} ev/s")
