@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from collections import defaultdict
 from datetime import date, datetime
 from typing import Any
@@ -224,6 +225,33 @@ def test_a_replay_of_the_publisher_from_zero_publishes_the_same_lots(anna, keep_
     again = publish(anna.runtime)
     assert again == first
     assert fold(again) == {(ANNA, 1): (*A_LOT_1[1:], 15)}  # 20 - 5; lot 2 expired
+
+
+def test_the_old_store_s_lots_are_dated_from_its_version_1_events_and_snapshots(tmp_path):
+    # given the store of the release before events carried their effect (tests/test_upgrade.py), whose
+    # publisher published all of it (its position and balances) and kept no lot dates
+    from tests.test_upgrade import OLD_STORE
+
+    shutil.copy(OLD_STORE / "accrual.sqlite3", tmp_path / "accrual.sqlite3")
+    with Runtime(settings_for(f"sqlite:///{tmp_path / 'accrual.sqlite3'}")) as runtime:
+        publisher = Publisher(runtime.app, runtime.db, names_for("lots."))
+        before = publish(runtime, publisher)
+        with runtime.db.transaction() as tx:
+            tx.execute("DELETE FROM outbound_lots")
+        # when a close far ahead expires every lot left
+        assert runtime.tick(date(2030, 1, 1)).expired_points > 0
+        after = publish(runtime, publisher)
+        # then every draw has its lot's dates, as the read model has them, and nothing is left
+        expired = [(m.msisdn, c.lot_id, c.lot_date.isoformat(), c.expires_on.isoformat())
+                   for m in after if m.event_type == "PointsExpired" for c in m.lots]
+        runtime.projector.catch_up()
+        dates = {(m, int(i)): (d, e) for m, i, d, e in runtime.db.query(
+            f"SELECT msisdn, lot_id, lot_date, expires_on FROM {runtime.projector.names.lots}")}
+        assert expired and all(dates[(m, i)] == (d, e) for m, i, d, e in expired)
+        assert fold(before) == {key: (*dates[key], left) for key, (_, _, left) in fold(before).items()}
+        assert fold(before + after) == read_model_lots(runtime) == {}
+        # (dated by reading the accounts, which the lot table learnt: no expiry opens a lot)
+        assert runtime.db.query("SELECT COUNT(*) FROM outbound_lots")[0][0] >= len(expired)
 
 
 # -- the whole sample -----------------------------------------------------------------------------
