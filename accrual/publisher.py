@@ -11,17 +11,17 @@ accounts recorded, never written beside the database in the request path.
 - every rejection goes to `loyalty.dead-letter.v1` (key: the source key)
   with the original bytes, source topic, partition, offset, reason, detail.
 
-Exactly once on the topics: the publisher's position in the log (and each
-member's running balance and new lots' dates) is committed to the database only after Kafka
-has committed the chunk, so a crash in between publishes the chunk again,
-and each record carries its log position in a `notification_id` header
-(a points event also the head of the log's hash chain at that position, in
-a `chain_head` header: a copy of the chain outside the database, which
-`accrual verify --expect-head` checks the store against). At
-start the publisher reads the last committed record of every partition it
-writes and skips what a partition already holds. Records are sent to
-explicit partitions (the Java client's murmur2), in order, so "the last
-record of the partition" is a sound high-water mark.
+Exactly once on the topics: the publisher's position in the log (with each
+member's running balance and the dates of new lots) is committed to the
+database only after Kafka has committed the chunk, so a crash in between
+publishes the chunk again, and each record carries its log position in a
+`notification_id` header (a points event also the head of the log's hash
+chain at that position, in a `chain_head` header: a copy of the chain
+outside the database, which `accrual verify --expect-head` checks the store
+against). At start the publisher reads the last committed record of every
+partition it writes and skips what a partition already holds. Records are
+sent to explicit partitions (the Java client's murmur2), in order, so "the
+last record of the partition" is a sound high-water mark.
 
 One publisher runs per store: the worker that holds the leadership lock
 (accrual/leadership.py) runs it. A leader that lost its lock may still
@@ -41,8 +41,8 @@ from typing import Any, Callable
 
 from aiokafka import AIOKafkaProducer
 
-from accrual import lot_dates
 from accrual.kafka import Names, last_records, partition_for
+from accrual.lot_dates import TABLE as LOTS_TABLE
 from accrual.lot_dates import LotDates
 from engine.account import ADJUSTMENT, MemberAccount
 from engine.rejection import Rejection
@@ -85,11 +85,11 @@ def _described(event: Any) -> tuple[str | None, str | None, str | None]:
 
 
 def create_tables(db: Database, name: str = "kafka") -> None:
-    """The publisher's position and running balances (idempotent)."""
+    """The publisher's position, running balances and lot dates (idempotent)."""
     from accrual.runtime import schema_lock
 
     with schema_lock(db.url), db.transaction() as tx:
-        for statement in (*STATE_TABLES, lot_dates.TABLE, chain.create_statement(db)):
+        for statement in (*STATE_TABLES, LOTS_TABLE, chain.create_statement(db)):
             tx.execute(statement)
         tx.execute(
             "INSERT INTO outbound_position (name, position) VALUES (?, 0) ON CONFLICT (name) DO NOTHING", (name,)
