@@ -3,24 +3,25 @@ accounts recorded, never written beside the database in the request path.
 
 - every event of a member account goes to `loyalty.points-events.v1` (key
   msisdn), in account order, with the account version, the signed change
-  of the balance (`points`), the balance after it, the rule or reason and
-  the source event id;
+  of the balance (`points`), the balance after it, the rule or reason, the
+  source event id, and the lots it changed with their dates (`lots`; the
+  dates of lots drawn from come from `outbound_lots`, accrual/lot_dates.py);
 - after each chunk, the latest balance of every member it touched goes to
   the compacted `loyalty.balances.v1`;
 - every rejection goes to `loyalty.dead-letter.v1` (key: the source key)
   with the original bytes, source topic, partition, offset, reason, detail.
 
-Exactly once on the topics: the publisher's position in the log (and each
-member's running balance) is committed to the database only after Kafka
-has committed the chunk, so a crash in between publishes the chunk again,
-and each record carries its log position in a `notification_id` header
-(a points event also the head of the log's hash chain at that position, in
-a `chain_head` header: a copy of the chain outside the database, which
-`accrual verify --expect-head` checks the store against). At
-start the publisher reads the last committed record of every partition it
-writes and skips what a partition already holds. Records are sent to
-explicit partitions (the Java client's murmur2), in order, so "the last
-record of the partition" is a sound high-water mark.
+Exactly once on the topics: the publisher's position in the log (with each
+member's running balance and the dates of new lots) is committed to the
+database only after Kafka has committed the chunk, so a crash in between
+publishes the chunk again, and each record carries its log position in a
+`notification_id` header (a points event also the head of the log's hash
+chain at that position, in a `chain_head` header: a copy of the chain
+outside the database, which `accrual verify --expect-head` checks the store
+against). At start the publisher reads the last committed record of every
+partition it writes and skips what a partition already holds. Records are
+sent to explicit partitions (the Java client's murmur2), in order, so "the
+last record of the partition" is a sound high-water mark.
 
 One publisher runs per store: the worker that holds the leadership lock
 (accrual/leadership.py) runs it. A leader that lost its lock may still
@@ -41,13 +42,15 @@ from typing import Any, Callable
 from aiokafka import AIOKafkaProducer
 
 from accrual.kafka import Names, last_records, partition_for
+from accrual.lot_dates import TABLE as LOTS_TABLE
+from accrual.lot_dates import LotDates
 from engine.account import ADJUSTMENT, MemberAccount
 from engine.rejection import Rejection
 from projections import chain
 from projections.chain import HEADER as CHAIN_HEADER
 from projections.chain import Heads, LogChain
 from projections.db import Database
-from schemas import BalanceMessage, DeadLetterMessage, PointsEventMessage
+from schemas import BalanceMessage, DeadLetterMessage, LotChange, PointsEventMessage
 
 logger = logging.getLogger(__name__)
 
@@ -82,11 +85,11 @@ def _described(event: Any) -> tuple[str | None, str | None, str | None]:
 
 
 def create_tables(db: Database, name: str = "kafka") -> None:
-    """The publisher's position and running balances (idempotent)."""
+    """The publisher's position, running balances and lot dates (idempotent)."""
     from accrual.runtime import schema_lock
 
     with schema_lock(db.url), db.transaction() as tx:
-        for statement in (*STATE_TABLES, chain.create_statement(db)):
+        for statement in (*STATE_TABLES, LOTS_TABLE, chain.create_statement(db)):
             tx.execute(statement)
         tx.execute(
             "INSERT INTO outbound_position (name, position) VALUES (?, 0) ON CONFLICT (name) DO NOTHING", (name,)
@@ -150,6 +153,9 @@ class Publisher:
             if isinstance(e, MemberAccount.Event) and not isinstance(e, MemberAccount.Opened)
         }
         state = self._load_balances(accounts)
+        effects = {n: e.effect for n, e in events if isinstance(e, MemberAccount.Event)}  # (a property: made once)
+        lots = LotDates(self.db, self.app.repository)
+        lots.load((e, effects[n]) for n, e in events if n in effects)
         touched: dict[str, tuple[str, int, int, Any, int]] = {}  # account -> msisdn, balance, version, at, id
         out: list[Outgoing] = []
         for notification_id, event in events:
@@ -162,11 +168,12 @@ class Publisher:
                 msisdn, balance, version = state[account]
                 if event.originator_version <= version and not isinstance(event, MemberAccount.Opened):
                     continue  # already folded in (cannot happen with one publisher; kept safe)
-                delta = event.effect.points
+                effect = effects[notification_id]
+                delta = effect.points
                 balance += delta
                 state[account] = [msisdn, balance, event.originator_version]
                 out.append(self._points_event(event, msisdn, delta, balance, notification_id,
-                                              heads[notification_id]))
+                                              heads[notification_id], lots.changes(event, effect)))
                 touched[account] = (msisdn, balance, event.originator_version, event.timestamp, notification_id)
         for msisdn, balance, version, at, notification_id in touched.values():
             out.append(self._balance(msisdn, balance, version, at, notification_id))
@@ -179,6 +186,7 @@ class Publisher:
                     "ON CONFLICT (account_id) DO UPDATE SET balance = excluded.balance, version = excluded.version",
                     [(a, *state[a]) for a in touched],
                 )
+                lots.write(tx)
                 tx.execute("UPDATE outbound_position SET position = ? WHERE name = ?", (last, self.name))
 
         return out, commit, last
@@ -201,7 +209,7 @@ class Publisher:
         return Outgoing(topic, partition_for(key, self.partitions[topic]), key, value, notification_id, chain_head)
 
     def _points_event(self, e: Any, msisdn: str, delta: int, balance: int, notification_id: int,
-                      chain_head: bytes) -> Outgoing:
+                      chain_head: bytes, lots: tuple[LotChange, ...]) -> Outgoing:
         name = type(e).__name__
         lot = getattr(e, "lot", None)  # a credit's new lot
         rule, reason, source_event_id = _described(e)
@@ -217,6 +225,7 @@ class Publisher:
             lot_date=lot.lot_date.isoformat() if lot else None,
             expires_on=lot.expires_on.isoformat() if lot else None,
             balance_after=balance,
+            lots=lots,
         )
         return self._record(self.names.points_events, msisdn.encode(), message.model_dump_json().encode(),
                             notification_id, chain_head)

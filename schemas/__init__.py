@@ -36,6 +36,7 @@ from .outbound import (
     POINTS_EVENTS_TOPIC,
     BalanceMessage,
     DeadLetterMessage,
+    LotChange,
     PointsEventMessage,
 )
 
@@ -56,6 +57,7 @@ __all__ = [
     "CardRefund",
     "DeadLetterMessage",
     "InboundEvent",
+    "LotChange",
     "MemberEnrolled",
     "MessageRejected",
     "MgtsAccountLinked",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 from datetime import date, datetime, timezone
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -29,6 +29,7 @@ __all__ = [
     "BALANCES_TOPIC",
     "DEAD_LETTER_TOPIC",
     "PointsEventMessage",
+    "LotChange",
     "BalanceMessage",
     "DeadLetterMessage",
 ]
@@ -47,8 +48,36 @@ _CONFIG = ConfigDict(
 )
 
 
+class LotChange(BaseModel):
+    """What one points event did to one of the member's lots.
+
+    `points` is signed: + a lot opened with that many points (`opened`) or
+    points back into a lot they were taken from (`returned`: a cancelled
+    debit, a declined transfer; the lot may have emptied meanwhile and comes
+    back), − points drawn from the lot (`taken`: spending, a transfer sent,
+    an expiry, a clawback, a debit adjustment). A lot keeps its id, lot date
+    and expiry for its whole life, so a subscriber that adds up the changes
+    of each (msisdn, lot_id) knows every member's lots and what is left in
+    each, without asking the engine."""
+
+    model_config = _CONFIG
+
+    lot_id: Annotated[int, Field(strict=True, ge=1, description="Numbered from 1 within the member's account.")]
+    lot_date: date
+    expires_on: date
+    points: Annotated[int, Field(strict=True, description="Signed: + opened or returned, − taken.")]
+    change: Literal["opened", "returned", "taken"]
+
+
 class PointsEventMessage(BaseModel):
-    """One domain event of a member account (key: msisdn), in account order."""
+    """One domain event of a member account (key: msisdn), in account order.
+
+    `lots` lists the lots the event changed, always written (empty for an
+    event that moves no lot): first the draws, then the returns, then the
+    new lots. Their points add up to `points`, the change of the balance
+    (what a clawback could not collect moves no lot and is not in `points`
+    either). `lot_date` and `expires_on` stay as before: a credit's new lot.
+    Records written before `lots` was added read as having none."""
 
     model_config = _CONFIG
 
@@ -63,6 +92,7 @@ class PointsEventMessage(BaseModel):
     lot_date: date | None = None
     expires_on: date | None = None
     balance_after: Annotated[int, Field(strict=True)]
+    lots: tuple[LotChange, ...] = ()
 
 
 class BalanceMessage(BaseModel):

@@ -6,8 +6,10 @@ and expire. After every step, for every member: the
 balance is never negative and is the sum of the lots, in the aggregate and
 in the read models alike, and the history adds up to it; no point is made
 or lost: what was credited is what members hold, plus what is held in
-pending transfers, spent in debits not cancelled, expired or lapsed. At the
-end, audit finds no difference.
+pending transfers, spent in debits not cancelled, expired or lapsed; the
+lots the outbound points events say they changed add up to their points,
+and fold into the lots of the read model (issue 14). At the end, audit
+finds no difference.
 
 Examples: `ACCRUAL_HYPOTHESIS_EXAMPLES` (default 40); steps per run:
 `ACCRUAL_HYPOTHESIS_STEPS` (default 40)."""
@@ -23,11 +25,15 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from accrual.publisher import Publisher
 from accrual.runtime import Runtime
 from engine.calendar import MOSCOW, midnight
 from engine.errors import InsufficientPoints, TransferExpired
+from schemas import PointsEventMessage
 from tests.conftest import settings_for
+from tests.kafka_support import names_for
 from tests.programme import Programme
+from tests.test_outbound_lots import fold, publish, read_model_lots
 
 MEMBERS = ("79990005001", "79990005002", "79990005003")
 START = date(2026, 1, 1)
@@ -50,6 +56,8 @@ class SpendingMachine(RuleBasedStateMachine):
         self.transfers: list[str] = []
         self.pending: list[str] = []  # offered, not answered by this machine yet
         self.credited = 0
+        self.publisher = Publisher(self.app, self.runtime.db, names_for("spend."))
+        self.published: list[PointsEventMessage] = []
         for msisdn in MEMBERS:
             self.p.enroll(msisdn, "2026-01-01 00:00")
 
@@ -183,6 +191,14 @@ class SpendingMachine(RuleBasedStateMachine):
         held = int(pending[0][0])
         total = sum(self.app.member(m).balance for m in MEMBERS)
         assert self.credited == total + held + spent + expired + lapsed
+
+    @invariant()
+    def published_lots_are_the_read_models(self) -> None:
+        """What a subscriber of the points events keeps is the engine's lots."""
+        new = publish(self.runtime, self.publisher)
+        assert all(sum(change.points for change in m.lots) == m.points for m in new)
+        self.published += new
+        assert fold(self.published) == read_model_lots(self.runtime)
 
 
 TestSpending = SpendingMachine.TestCase

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from accrual.cli import app
 from accrual.runtime import Runtime
 from accrual.settings import Settings
+from schemas import PointsEventMessage
 from tests.conftest import SAMPLE
 from tests.kafka_support import (
     WorkerProcess,
@@ -31,6 +32,7 @@ from tests.kafka_support import (
     wait_for_lag_zero,
     worker_env,
 )
+from tests.test_outbound_lots import fold, read_model_lots
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -74,15 +76,20 @@ def check_outbound(bootstrap: str, prefix: str, url: str) -> dict[str, int]:
     versions = member_versions(url)
     seen: dict[str, list[int]] = defaultdict(list)
     running: dict[str, int] = {}
+    messages = []
     for record in read_topic(bootstrap, names.points_events):
         event = json.loads(record.value)
         assert record.key.decode() == event["msisdn"]
         seen[event["msisdn"]].append(event["account_version"])
         running[event["msisdn"]] = running.get(event["msisdn"], 0) + event["points"]
         assert running[event["msisdn"]] == event["balance_after"], event
+        assert sum(lot["points"] for lot in event["lots"]) == event["points"], event
+        messages.append(PointsEventMessage.model_validate(event))
     for msisdn, version in versions.items():
         assert seen[msisdn] == list(range(1, version + 1)), f"{msisdn}: versions {seen[msisdn][:20]}..."
     assert set(seen) == set(versions)
+    with runtime_for(url) as runtime:  # what a subscriber keeps of the lots is the engine's read model
+        assert fold(messages) == read_model_lots(runtime)
     last: dict[str, dict] = {}
     for record in read_topic(bootstrap, names.balances):
         last[record.key.decode()] = json.loads(record.value)
