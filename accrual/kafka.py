@@ -55,9 +55,14 @@ class Names:
     def dead_letter(self) -> str:
         return self.topic(self.streams.dead_letter.topic)
 
+    @property
+    def member_preferences(self) -> str:
+        return self.topic(self.streams.member_preferences.topic)
+
     def all_topics(self) -> list[tuple[str, Topic]]:
         s = self.streams
-        return [(self.topic(t.topic), t) for t in (*s.inbound, s.points_events, s.balances, s.dead_letter)]
+        return [(self.topic(t.topic), t)
+                for t in (*s.inbound, s.points_events, s.balances, s.dead_letter, s.member_preferences)]
 
 
 def partition_for(key: bytes, partitions: int) -> int:

@@ -10,6 +10,10 @@ import yaml
 
 from schemas import BALANCES_TOPIC, DEAD_LETTER_TOPIC, POINTS_EVENTS_TOPIC, TOPIC_TYPES
 
+# Not the engine's: the personal account publishes the members' notification
+# choices here and the notifier reads them (docs/notifications.md).
+PREFERENCES_TOPIC = "loyalty.member-preferences.v1"
+
 DEFAULT_FILE = Path(__file__).resolve().parent / "streams.yaml"  # package data: installed with the code
 _KEYS = {"msisdn", "mgts_account"}
 
@@ -34,6 +38,7 @@ class Streams:
     points_events: Topic
     balances: Topic
     dead_letter: Topic
+    member_preferences: Topic = Topic(PREFERENCES_TOPIC, "msisdn", 6, cleanup_policy="compact")
 
 
 def load_streams(path: Path = DEFAULT_FILE) -> Streams:
@@ -72,6 +77,8 @@ def _parse(data: dict) -> Streams:
         points_events=_topic(outbound["points_events"]),
         balances=_topic(outbound["balances"]),
         dead_letter=_topic(outbound["dead_letter"]),
+        # a streams file of an earlier release has none: the default above
+        **({"member_preferences": _topic(outbound["member_preferences"])} if "member_preferences" in outbound else {}),
     )
 
 
@@ -94,9 +101,11 @@ def _check(streams: Streams, path: Path) -> None:
         "points_events": POINTS_EVENTS_TOPIC,
         "balances": BALANCES_TOPIC,
         "dead_letter": DEAD_LETTER_TOPIC,
+        "member_preferences": PREFERENCES_TOPIC,
     }
     for name, topic in expected.items():
         if getattr(streams, name).topic != topic:
             raise StreamsFileError(f"{path}: outbound {name} must be {topic!r}")
-    if streams.balances.cleanup_policy != "compact":
-        raise StreamsFileError(f"{path}: {BALANCES_TOPIC} must be compacted (cleanup_policy: compact)")
+    for compacted in (streams.balances, streams.member_preferences):
+        if compacted.cleanup_policy != "compact":
+            raise StreamsFileError(f"{path}: {compacted.topic} must be compacted (cleanup_policy: compact)")

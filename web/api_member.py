@@ -15,6 +15,7 @@ from web.api import (
 )
 from web.app import context_of
 from web.auth import Session
+from web.preferences import choose, preferences_of
 from web.service import NotFound, UnknownReward, category_list
 
 router = api_router()
@@ -125,6 +126,34 @@ def change_password(body: NewPassword, session: Member, request: Request) -> Res
     """Sets or changes the password, confirmed by a code sent for purpose 'password'."""
     set_password_with_code(context_of(request).auth, session.msisdn, body.code, body.password, keep=session)
     return Response(status_code=204)
+
+
+class Notifications(Strict):
+    """Which SMS the member wants (all on by default); the notifier honours
+    a change from its next message on (docs/notifications.md)."""
+
+    credits: bool = Field(description="one SMS a day with yesterday's credits, by rule")
+    transfers: bool = Field(description="a transfer offered to the member; one it sent accepted, declined or returned")
+    expiry: bool = Field(description="points that expire within 30 days, and again within 7")
+
+
+class NotificationsAnswer(BaseModel):
+    credits: bool
+    transfers: bool
+    expiry: bool
+    version: int = Field(description="0: never changed")
+
+
+@router.get("/me/notifications", response_model=NotificationsAnswer)
+def notifications(session: Member, request: Request) -> NotificationsAnswer:
+    return NotificationsAnswer(**preferences_of(context_of(request).store, session.msisdn).to_json())
+
+
+@router.put("/me/notifications", response_model=NotificationsAnswer)
+def set_notifications(body: Notifications, session: Member, request: Request) -> NotificationsAnswer:
+    off = {group for group, on in body.model_dump().items() if not on}
+    chosen = choose(context_of(request).store, session.msisdn, off, context_of(request).clock.now())
+    return NotificationsAnswer(**chosen.to_json())
 
 
 # -- the programme: how to earn, offers, the catalogue ---------------------------------------

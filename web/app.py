@@ -43,8 +43,11 @@ class Context:
     staff: Staff
     console: Console
     dead_letters: DeadLetters
+    preferences: Any = None  # web.preferences.PreferencesPublisher, with Kafka
 
     def close(self) -> None:
+        if self.preferences is not None:
+            self.preferences.close()
         self.cabinet.close()
         self.store.close()
         self.runtime.close()
@@ -87,7 +90,14 @@ def create_app(
                       DeadLetters(cabinet, clock))
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI):
+    async def lifespan(served: FastAPI):
+        kafka = served.state.kafka
+        if kafka is not None:  # the members' SMS choices go to the notifier's topic, while the app serves
+            from web.dashboard_worker import streams_names
+            from web.preferences import PreferencesPublisher
+
+            context.preferences = PreferencesPublisher(
+                store, kafka.bootstrap, streams_names(kafka).member_preferences).start()
         yield
         context.close()
 

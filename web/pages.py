@@ -61,6 +61,7 @@ MESSAGES = {  # ?msg= keys; the page never echoes text from the address bar
     "transfer_expired": "Срок принятия перевода истёк.",
     "transfer_settled": "Перевод уже завершён.",
     "refused": "Операция отклонена.",
+    "notifications_saved": "Настройки уведомлений сохранены.",
 }
 
 

@@ -12,6 +12,7 @@ from web.auth import Session, TooManyRequests, WeakPassword, check_password_stre
 from web.pages import (
     MESSAGES, SESSION_COOKIE, check_csrf, go, normalize_phone, render, session_of, sign_in, signed_in,
 )
+from web.preferences import choose, preferences_of
 from web.sms import SmsError
 
 router = APIRouter(include_in_schema=False)
@@ -173,7 +174,20 @@ def settings_page(request: Request) -> Response:
     auth = context_of(request).auth
     has_password, terms = auth.credentials(session.msisdn)
     return render(request, "settings.html", has_password=has_password, terms=terms,
-                  code_sent=request.query_params.get("sent") == "1")
+                  code_sent=request.query_params.get("sent") == "1",
+                  notifications=preferences_of(context_of(request).store, session.msisdn))
+
+
+@router.post("/settings/notifications")
+def settings_notifications(request: Request, csrf: str = Form(""), credits: str = Form(""),
+                           transfers: str = Form(""), expiry: str = Form("")) -> Response:
+    """The three SMS switches; an unticked box is a group turned off."""
+    check_csrf(request, csrf)
+    session = signed_in(request)
+    ticked = {"credits": credits, "transfers": transfers, "expiry": expiry}
+    off = {group for group, value in ticked.items() if value != "on"}
+    choose(context_of(request).store, session.msisdn, off, context_of(request).clock.now())
+    return go("/settings", "notifications_saved")
 
 
 @router.post("/settings/code")

@@ -108,6 +108,12 @@ DDL = (
         target TEXT NOT NULL,
         detail TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS ops_audit_by_at ON ops_audit (at)",
+    """CREATE TABLE IF NOT EXISTS web_notification_preferences (
+        msisdn TEXT PRIMARY KEY,
+        off TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        updated_at TEXT NOT NULL,
+        published_version BIGINT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS web_sms_outbox (
         sms_id TEXT PRIMARY KEY,
         seq BIGINT NOT NULL,
