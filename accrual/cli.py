@@ -546,7 +546,8 @@ def sms_outbox(
     if json_output:
         return _write_json(messages)
     for message in messages:
-        out.print(f"{message['sent_at']}  {message['msisdn']}  {message['text']}", markup=False)
+        key = f"  [{message['key']}]" if message.get("key") else ""  # a notification's idempotency key
+        out.print(f"{message['sent_at']}  {message['msisdn']}  {message['text']}{key}", markup=False)
 
 
 @stores_app.command("add")
