@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 import pytest
@@ -28,6 +30,7 @@ from tests.kafka_support import names_for, read_topic
 from tests.notifier_support import Notifier
 from tests.programme import Programme
 from tests.test_outbound_lots import fold, publish, read_model_lots
+from tests.test_spending_stores import _application
 
 ANNA, BORIS = "79990006001", "79990006002"
 OFFERED = datetime(2026, 6, 10, 15, 0, tzinfo=MOSCOW)
@@ -156,6 +159,75 @@ def test_the_news_of_transfers_replays_and_audits_clean_and_books_nothing(member
     before = {t: members.runtime.db.query(f"SELECT * FROM rm_{t} ORDER BY 1, 2") for t in tables}
     members.runtime.replay()
     assert {t: members.runtime.db.query(f"SELECT * FROM rm_{t} ORDER BY 1, 2") for t in tables} == before
+
+
+# -- concurrency: an offer now writes the recipient's account too ---------------------------------
+
+
+def _concurrently(url: str, calls: list) -> list:
+    """Each call(app) in a thread with an application of its own (another
+    process's), all started together."""
+    apps = [_application(url) for _ in calls]
+    start = threading.Barrier(len(calls))
+
+    def run(pair):
+        call, app = pair
+        start.wait()
+        return call(app)
+
+    try:
+        with ThreadPoolExecutor(len(calls)) as pool:
+            return list(pool.map(run, zip(calls, apps, strict=True)))
+    finally:
+        for app in apps:
+            app.close()
+
+
+@pytest.mark.postgres
+def test_concurrent_offers_with_one_key_make_one_transfer_and_tell_the_recipient_once(postgres_url):
+    with Runtime(settings_for(postgres_url)) as runtime:
+        given_anna_and_boris(Programme(runtime))
+
+    def offer(app):
+        return app.offer_transfer(ANNA, BORIS, 15, idempotency_key="same", at=OFFERED)
+
+    results = _concurrently(postgres_url, [offer] * 20)
+    # one transfer; every caller gets it (at most one is not a duplicate)
+    assert sum(not r.duplicate for r in results) <= 1
+    assert {(r.transfer_id, r.points, r.status) for r in results} == {(results[0].transfer_id, 15, "pending")}
+    with Runtime(settings_for(postgres_url)) as runtime:
+        p = Programme(runtime)
+        messages = publish(runtime)
+        assert [m.source_event_id for m in of(messages, "TransferOfferReceived", BORIS)] == [results[0].transfer_id]
+        assert (p.balance(ANNA), p.balance(BORIS)) == (15, 3)  # 30 - 15 held; Boris's 3 untouched
+        assert_the_topic_adds_up(p, messages)
+        assert runtime.audit() == []
+
+
+@pytest.mark.postgres
+def test_concurrent_offers_of_two_senders_to_one_recipient_all_reach_him_in_his_accounts_order(postgres_url):
+    vera = "79990006003"
+    with Runtime(settings_for(postgres_url)) as runtime:
+        p = given_anna_and_boris(Programme(runtime))
+        p.enroll(vera, "2026-01-01 00:00")
+        p.ballyplus(vera, 10, "2026-05-01 10:00")
+
+    def offer(sender: str, n: int):
+        return lambda app: app.offer_transfer(sender, BORIS, 1, idempotency_key=f"{sender}-{n}", at=OFFERED)
+
+    # Anna and Vera offer Boris 1 point five times each, at once: ten writers of Boris's account
+    results = _concurrently(postgres_url, [offer(s, n) for s in (ANNA, vera) for n in range(5)])
+    assert not any(r.duplicate for r in results)
+    with Runtime(settings_for(postgres_url)) as runtime:
+        p = Programme(runtime)
+        messages = publish(runtime)
+        news = of(messages, "TransferOfferReceived", BORIS)
+        assert sorted(m.source_event_id for m in news) == sorted(r.transfer_id for r in results)
+        # Boris's versions: AccountOpened 1, MemberEnrolled 2, PointsAccrued 3, then the ten offers 4..13
+        assert [m.account_version for m in news] == list(range(4, 14))
+        # 30 - 5 = 25 and 10 - 5 = 5 held; Boris still has his 3
+        assert (p.balance(ANNA), p.balance(vera), p.balance(BORIS)) == (25, 5, 3)
+        assert_the_topic_adds_up(p, messages)
 
 
 # -- on the topic, and what the notifier makes of it ------------------------------------------------
