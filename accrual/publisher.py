@@ -6,6 +6,9 @@ accounts recorded, never written beside the database in the request path.
   of the balance (`points`), the balance after it, the rule or reason, the
   source event id, and the lots it changed with their dates (`lots`; the
   dates of lots drawn from come from `outbound_lots`, accrual/lot_dates.py);
+  a transfer's records also name the other member (`counterpart`), and the
+  news of a transfer on the other member's account the points offered and
+  the offer's deadline;
 - after each chunk, the latest balance of every member it touched goes to
   the compacted `loyalty.balances.v1`;
 - every rejection goes to `loyalty.dead-letter.v1` (key: the source key)
@@ -64,12 +67,15 @@ STATE_TABLES = (
 )
 
 _EVENT_TYPE = {"Opened": "AccountOpened"}
+# The news of a transfer on the other member's account has no reason of its own.
+_TRANSFER_NEWS = {MemberAccount.TransferOfferReceived: "offered", MemberAccount.TransferAccepted: "accepted"}
 
 
 def _reason(event: Any) -> str | None:
     """The reason a points event gives: its own, else what the debit was
     for (order, pos) or the side of a transfer (in, out)."""
-    return getattr(event, "reason", None) or getattr(event, "purpose", None) or getattr(event, "direction", None)
+    return (getattr(event, "reason", None) or getattr(event, "purpose", None) or getattr(event, "direction", None)
+            or _TRANSFER_NEWS.get(type(event)))
 
 
 def _described(event: Any) -> tuple[str | None, str | None, str | None]:
@@ -82,6 +88,20 @@ def _described(event: Any) -> tuple[str | None, str | None, str | None]:
     source = (getattr(event, "source_event_id", None) or getattr(event, "debit_id", None)
               or getattr(event, "transfer_id", None))
     return getattr(event, "rule", None), _reason(event), source
+
+
+def _transfer_fields(event: Any) -> dict[str, Any]:
+    """`counterpart`, `transfer_points` and `deadline` of a transfer's
+    record (None for other events): the other member of every transfer
+    event; the points offered and the deadline on the news of a transfer,
+    whose own `points` (the balance's change) are 0."""
+    if isinstance(event, (MemberAccount.PointsTransferred, MemberAccount.TransferReturned)):
+        return {"counterpart": event.counterpart}
+    if isinstance(event, MemberAccount.TransferOfferReceived):
+        return {"counterpart": event.sender, "transfer_points": event.points, "deadline": event.expires_at}
+    if isinstance(event, MemberAccount.TransferAccepted):
+        return {"counterpart": event.recipient, "transfer_points": event.points}
+    return {}
 
 
 def create_tables(db: Database, name: str = "kafka") -> None:
@@ -226,6 +246,7 @@ class Publisher:
             expires_on=lot.expires_on.isoformat() if lot else None,
             balance_after=balance,
             lots=lots,
+            **_transfer_fields(e),
         )
         return self._record(self.names.points_events, msisdn.encode(), message.model_dump_json().encode(),
                             notification_id, chain_head)

@@ -675,6 +675,44 @@ class MemberAccount(Aggregate):
             state["portions"] = _portions(state.pop("allocations"))
             state["lapsed"] = _portions(state["lapsed"])
 
+    # The news of a transfer on the other member's account (issue 14): a
+    # subscriber keeps each member's state on the member's own key, so what
+    # happened to a transfer must be an event of the account it concerns, in
+    # that account's order. They move no points: the offer's points are held
+    # on the sender's account (`PointsTransferred` out) until they are
+    # credited (`PointsTransferred` in) or given back (`TransferReturned`),
+    # and the account keeps nothing of them (a pending transfer is a
+    # `MemberTransfer`), so snapshots do not change.
+
+    def record_transfer_offer_received(
+        self, transfer_id: str, sender: str, points: int, expires_at: datetime, at: datetime
+    ) -> None:
+        """A transfer offered to this member, to accept before `expires_at`."""
+        assert points > 0 and self.is_enrolled, "a transfer is offered only to an enrolled member"
+        self.trigger_event(
+            self.TransferOfferReceived, transfer_id=transfer_id, sender=sender, points=points,
+            expires_at=expires_at, timestamp=at,
+        )
+
+    class TransferOfferReceived(Event):
+        transfer_id: str
+        sender: str
+        points: int  # offered: held on the sender's account, not in this balance
+        expires_at: datetime  # the offer stands until then (not included)
+        effect = NO_EFFECT
+
+    def record_transfer_accepted(self, transfer_id: str, recipient: str, points: int, at: datetime) -> None:
+        """A transfer this member sent was accepted by `recipient`."""
+        assert points > 0
+        self.trigger_event(self.TransferAccepted, transfer_id=transfer_id, recipient=recipient, points=points,
+                           timestamp=at)
+
+    class TransferAccepted(Event):
+        transfer_id: str
+        recipient: str
+        points: int  # sent (left this balance at the offer); the recipient's `in` says what was credited
+        effect = NO_EFFECT
+
     # -- issue 13: adjustments by the loyalty team ----------------------------------
 
     def adjust(

@@ -152,7 +152,9 @@ class SpendingCommands:
         self, sender: str, recipient: str, points: int, *, idempotency_key: str, at: datetime
     ) -> Transfer:
         """Holds `points` of the sender for the recipient, who may accept
-        within the acceptance window (24 hours by default)."""
+        within the acceptance window (24 hours by default). The recipient's
+        account records the offer, moving no points, so that the news is on
+        the recipient's key of the outbound topic."""
         _check_moment(at)
         _check_msisdn(sender)
         _check_msisdn(recipient)
@@ -183,6 +185,7 @@ class SpendingCommands:
                 transfer_id, sender, recipient, points, portions, idempotency_key, at,
                 self.rules.transfer_acceptance_hours,
             ))
+            counterpart.record_transfer_offer_received(str(transfer_id), sender, points, transfer.expires_at, at)
             uow.consume(TRANSFERS_TOPIC, idempotency_key, request, str(transfer_id))
             return _transfer_of(transfer, duplicate=False)
 
@@ -190,7 +193,8 @@ class SpendingCommands:
 
     def accept_transfer(self, transfer_id: str, recipient: str, *, at: datetime) -> Transfer:
         """Credits the recipient with the held points, in lots that keep the
-        sender lots' expiry dates."""
+        sender lots' expiry dates; the sender's account records the
+        acceptance (no points move there: they left at the offer)."""
         _check_moment(at)
 
         def work(uow: UnitOfWork) -> Transfer:
@@ -201,6 +205,9 @@ class SpendingCommands:
             account = _member(uow, recipient)
             assert account is not None, "a transfer is offered only to an enrolled member"
             account.receive_transfer(str(transfer.id), transfer.sender, transfer.portions, at)
+            sender = _member(uow, transfer.sender)
+            assert sender is not None
+            sender.record_transfer_accepted(str(transfer.id), recipient, transfer.points, at)
             return _transfer_of(transfer, duplicate=False)
 
         return self.run(work, fresh=True)

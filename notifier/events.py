@@ -1,9 +1,9 @@
 """What the notifier reads of a record of `loyalty.points-events.v1`.
 
 Its own value objects rather than `schemas.PointsEventMessage`, so the
-core's tests need no broker and the fields the topic does not carry yet
-(`lots` until issue 14's first part lands; `counterpart` and `deadline`,
-findings 1-3 of docs/notifications.md) are optional, never guessed."""
+core's tests need no broker, and fields that records of earlier releases do
+not have (`lots`; `counterpart`, `transfer_points` and `deadline`, the
+transfers' fields) are optional, never guessed."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,7 +13,9 @@ from typing import Any, Mapping
 # event_type values the notifier acts on
 ACCRUED, ADJUSTED = "PointsAccrued", "PointsAdjusted"
 TRANSFER_RETURNED = "TransferReturned"  # reason: declined | timed_out
-TRANSFER_OFFERED, TRANSFER_ACCEPTED = "TransferOffered", "TransferAccepted"  # proposed (finding 1, 2)
+# the news of a transfer on the other member's key: the recipient's account records the offer, the
+# sender's the acceptance (engine.account); `points` 0, the points offered in `transfer_points`
+TRANSFER_OFFERED, TRANSFER_ACCEPTED = "TransferOfferReceived", "TransferAccepted"
 DECLINED, TIMED_OUT = "declined", "timed_out"
 
 
@@ -40,9 +42,9 @@ class PointsEvent:
     occurred_at: datetime
     balance_after: int
     lots: tuple[LotChange, ...] = ()
-    counterpart: str | None = None  # the other member of a transfer (not on the topic yet)
-    deadline: datetime | None = None  # a transfer offer's deadline (not on the topic yet)
-    transfer_points: int | None = None  # the points a transfer offered or sent (not on the topic yet)
+    counterpart: str | None = None  # the other member of a transfer
+    deadline: datetime | None = None  # a transfer offer's deadline
+    transfer_points: int | None = None  # the points a transfer offered
 
     @property
     def is_credit(self) -> bool:

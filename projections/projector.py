@@ -91,6 +91,13 @@ class Projector:
             MemberAccount.PointsRestored: self._restored,
             MemberAccount.PointsTransferred: self._transferred,
             MemberAccount.TransferReturned: self._transfer_returned,
+            # The news of a transfer on the other member's account: the
+            # version only, no history line. The recipient sees a pending
+            # offer on the Transfers page (`rm_transfers`), and an accepted
+            # one as its `transfer_in` line; the sender sees the transfer as
+            # its `transfer_out` line, whose status the transfers table keeps.
+            MemberAccount.TransferOfferReceived: self._points,
+            MemberAccount.TransferAccepted: self._points,
             MemberAccount.PointsAdjusted: self._adjusted,
             MemberTransfer.Offered: self._transfer_offered,
             MemberTransfer.Accepted: self._transfer_settled,

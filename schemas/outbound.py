@@ -77,7 +77,13 @@ class PointsEventMessage(BaseModel):
     new lots. Their points add up to `points`, the change of the balance
     (what a clawback could not collect moves no lot and is not in `points`
     either). `lot_date` and `expires_on` stay as before: a credit's new lot.
-    Records written before `lots` was added read as having none."""
+    Records written before `lots` was added read as having none.
+
+    A transfer's records name the other member (`counterpart`); the news
+    of a transfer on the other member's key (`TransferOfferReceived` on the
+    recipient's, `TransferAccepted` on the sender's) moves no points
+    (`points` 0) and says the points offered in `transfer_points`, an offer
+    also its `deadline`. Null on every other record."""
 
     model_config = _CONFIG
 
@@ -93,6 +99,18 @@ class PointsEventMessage(BaseModel):
     expires_on: date | None = None
     balance_after: Annotated[int, Field(strict=True)]
     lots: tuple[LotChange, ...] = ()
+    counterpart: Annotated[
+        Msisdn | None, Field(description="The other member of a transfer (the recipient, to the sender; the sender, "
+                                         "to the recipient).")
+    ] = None
+    transfer_points: Annotated[
+        int | None, Field(strict=True, ge=1, description="The points a transfer offered: on TransferOfferReceived "
+                                                        "and TransferAccepted, whose own `points` are 0.")
+    ] = None
+    deadline: Annotated[
+        AwareDatetime | None, Field(description="Until when a transfer offer can be accepted (not included): on "
+                                                "TransferOfferReceived.")
+    ] = None
 
 
 class BalanceMessage(BaseModel):

@@ -50,12 +50,12 @@ class Member:
         return self._record("PointsRedeemed", -points, when, (drawn,), reason="order")
 
     def offered(self, transfer_id: str, points: int, sender: str, when: str, deadline: str) -> PointsEvent:
-        """The proposed record on the recipient's key (docs/notifications.md, finding 1)."""
+        """The record on the recipient's key (the account's TransferOfferReceived)."""
         return self._record(TRANSFER_OFFERED, 0, when, reason="offered", source_event_id=transfer_id,
                             counterpart=sender, deadline=at(deadline), transfer_points=points)
 
     def accepted(self, transfer_id: str, points: int, recipient: str, when: str) -> PointsEvent:
-        """The proposed record on the sender's key (finding 2)."""
+        """The record on the sender's key (the account's TransferAccepted)."""
         return self._record(TRANSFER_ACCEPTED, 0, when, reason="accepted", source_event_id=transfer_id,
                             counterpart=recipient, transfer_points=points)
 

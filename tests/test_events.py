@@ -36,7 +36,7 @@ def member_account_events() -> list[type]:
 def test_every_member_account_event_states_its_effect():
     unstated = MemberAccount.Event.__dict__["effect"]
     events = member_account_events()
-    assert len(events) == 15
+    assert len(events) == 17
     missing = [cls.__name__ for cls in events if cls.effect is unstated]
     assert missing == [], "these events do not say what they do to the points"
 

@@ -238,6 +238,8 @@ def test_spending_beside_the_worker_is_published_with_the_right_balances(
         types = Counter(json.loads(r.value)["event_type"] for r in read_topic(kafka_bootstrap, names.points_events))
         assert types["PointsRedeemed"] == 2 and types["PointsRestored"] == 1
         assert types["PointsTransferred"] == 3 and types["TransferReturned"] == 1
+        # the news of each offer on Bob's key, of the acceptance on Alice's (issue 14)
+        assert types["TransferOfferReceived"] == 2 and types["TransferAccepted"] == 1
     finally:
         worker.kill()
 
