@@ -265,9 +265,14 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 30) -> list[Any]:
         await consumer.start()
         try:
             partitions = consumer.partitions_for_topic(topic) or set()
-            if not partitions:
+            found_by = time.monotonic() + timeout
+            while not partitions:  # a topic just created: its metadata reaches this broker a moment later
+                if time.monotonic() > found_by:
+                    raise AssertionError(f"{topic}: no such topic (its metadata did not arrive in {timeout} s)")
                 await consumer._client.force_metadata_update()
                 partitions = consumer.partitions_for_topic(topic) or set()
+                if not partitions:
+                    await asyncio.sleep(0.2)
             tps = [TopicPartition(topic, p) for p in sorted(partitions)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
