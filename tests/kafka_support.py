@@ -293,3 +293,24 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 30) -> list[Any]:
         finally:
             await consumer.stop()
     return asyncio.run(run())
+
+
+def publish_to_kafka(runtime: Any, names: Names, bootstrap: str) -> int:
+    """Publishes the runtime's whole log to the real broker as the worker's
+    leader would (recover, one chunk, send, commit); returns the records sent."""
+    from accrual.publisher import Publisher, new_producer
+
+    async def run() -> int:
+        publisher = Publisher(runtime.app, runtime.db, names)
+        producer = new_producer(bootstrap, f"{names.group}.publisher")
+        await producer.start()
+        try:
+            await publisher.recover(bootstrap)
+            records, commit, _ = publisher.read_chunk()
+            assert await publisher.send(producer, records) == len(records)
+            commit()
+            return len(records)
+        finally:
+            await producer.stop()
+
+    return asyncio.run(run())

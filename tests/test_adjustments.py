@@ -10,7 +10,6 @@ Lots are made with Баллы Плюс transfers (1 partner point = 1 point, lot
 hand."""
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
@@ -356,8 +355,7 @@ def test_twenty_calls_with_one_id_apply_it_once_and_answer_the_same(database_url
 def test_the_adjustment_is_published_as_points_adjusted_without_the_staff_s_text(
     kafka_bootstrap, kafka_prefix, sqlite_url
 ):
-    from accrual.publisher import Publisher, new_producer
-    from tests.kafka_support import names_for, read_topic
+    from tests.kafka_support import names_for, publish_to_kafka, read_topic
 
     names = names_for(kafka_prefix)
     with Runtime(settings_for(sqlite_url)) as runtime:
@@ -365,19 +363,7 @@ def test_the_adjustment_is_published_as_points_adjusted_without_the_staff_s_text
         adjust(p, 25, adjustment_id="c-1", when="2026-04-02T10:00")
         adjust(p, -12, adjustment_id="d-1", when="2026-04-03T10:00")
 
-        async def publish() -> None:
-            publisher = Publisher(runtime.app, runtime.db, names)
-            producer = new_producer(kafka_bootstrap, f"{names.group}.publisher")
-            await producer.start()
-            try:
-                await publisher.recover(kafka_bootstrap)
-                records, commit, _ = publisher.read_chunk()
-                assert await publisher.send(producer, records) == len(records)
-                commit()
-            finally:
-                await producer.stop()
-
-        asyncio.run(publish())
+        publish_to_kafka(runtime, names, kafka_bootstrap)
     published = [json.loads(r.value) for r in read_topic(kafka_bootstrap, names.points_events)]
     adjusted = [m for m in published if m["event_type"] == "PointsAdjusted"]
     # 30 + 25 = 55, then 55 - 12 = 43

@@ -9,7 +9,6 @@ Anna has lot 1: 20 points 2026-03-05 → 2027-03-05 (credited first) and
 lot 2: 10 points 2026-01-10 → 2027-01-10 (credited second, expires first)."""
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 from collections import defaultdict
@@ -20,13 +19,13 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from accrual.intake import inbound_from_line
-from accrual.publisher import Publisher, new_producer
+from accrual.publisher import Publisher
 from accrual.runtime import Runtime
 from engine.calendar import MOSCOW
 from schemas import PointsEventMessage
 from schemas.export import export_json_schemas
 from tests.conftest import SAMPLE, settings_for
-from tests.kafka_support import names_for, read_topic
+from tests.kafka_support import names_for, publish_to_kafka, read_topic
 from tests.programme import RECEIVED_AT, Programme
 
 ANNA, BORIS = "79990002001", "79990002002"
@@ -314,19 +313,7 @@ def test_the_topic_carries_the_lots_and_an_older_consumer_still_reads_it(kafka_b
         app.cancel_debit(ANNA, debit.debit_id, at=at("2026-06-12T12:00"))
         p.tick("2027-01-10")
 
-        async def publish_to_kafka() -> None:
-            publisher = Publisher(runtime.app, runtime.db, names)
-            producer = new_producer(kafka_bootstrap, f"{names.group}.publisher")
-            await producer.start()
-            try:
-                await publisher.recover(kafka_bootstrap)
-                records, commit, _ = publisher.read_chunk()
-                assert await publisher.send(producer, records) == len(records)
-                commit()
-            finally:
-                await producer.stop()
-
-        asyncio.run(publish_to_kafka())
+        publish_to_kafka(runtime, names, kafka_bootstrap)
         expected = read_model_lots(runtime)
     values: list[dict[str, Any]] = [json.loads(r.value) for r in read_topic(kafka_bootstrap, names.points_events)]
     assert values and all("lots" in v for v in values), "always written, empty or not"

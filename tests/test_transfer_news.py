@@ -11,7 +11,6 @@ Anna has 30 points in two Баллы Плюс lots (20 on 2026-03-05, 10 on
 and stand for 24 hours."""
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -19,14 +18,13 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from accrual.publisher import Publisher, new_producer
 from accrual.runtime import Runtime
 from engine.calendar import MOSCOW
 from notifier.events import PointsEvent
 from schemas import PointsEventMessage
 from schemas.export import export_json_schemas
 from tests.conftest import settings_for
-from tests.kafka_support import names_for, read_topic
+from tests.kafka_support import names_for, publish_to_kafka, read_topic
 from tests.notifier_support import Notifier
 from tests.programme import Programme
 from tests.test_outbound_lots import fold, publish, read_model_lots
@@ -246,19 +244,7 @@ def test_the_notifier_fed_the_topic_tells_the_recipient_of_the_offer_and_the_sen
         declined = app.offer_transfer(ANNA, BORIS, 6, idempotency_key="t-2", at=at("2026-06-11T18:00"))
         app.decline_transfer(declined.transfer_id, BORIS, at=at("2026-06-11T18:30"))
 
-        async def publish_to_kafka() -> None:
-            publisher = Publisher(runtime.app, runtime.db, names)
-            producer = new_producer(kafka_bootstrap, f"{names.group}.publisher")
-            await producer.start()
-            try:
-                await publisher.recover(kafka_bootstrap)
-                records, commit, _ = publisher.read_chunk()
-                assert await publisher.send(producer, records) == len(records)
-                commit()
-            finally:
-                await producer.stop()
-
-        asyncio.run(publish_to_kafka())
+        publish_to_kafka(runtime, names, kafka_bootstrap)
         records = read_topic(kafka_bootstrap, names.points_events)
         assert all(r.key.decode() == json.loads(r.value)["msisdn"] for r in records)
         messages = [PointsEventMessage.model_validate_json(r.value) for r in records]
