@@ -15,11 +15,11 @@ import json
 import secrets
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from accrual.runtime import Runtime
-from engine.calendar import MOSCOW, shift_month
+from engine.calendar import midnight, shift_month
 from engine.errors import RuleRefusal
 from projections import dead_letters
 from web.clock import Clock
@@ -110,10 +110,10 @@ class AuditLog:
             params.append(action)
         if since:
             where.append("at >= ?")
-            params.append(stamp(datetime.combine(since, datetime.min.time(), MOSCOW)))
+            params.append(stamp(midnight(since)))
         if until:
             where.append("at < ?")
-            params.append(stamp(datetime.combine(date.fromordinal(until.toordinal() + 1), datetime.min.time(), MOSCOW)))
+            params.append(stamp(midnight(until + timedelta(days=1))))
         clause = " AND ".join(where)
         total = int(self.store.query(f"SELECT COUNT(*) FROM ops_audit WHERE {clause}", tuple(params))[0][0])
         rows = self.store.query(
@@ -366,20 +366,16 @@ class DeadLetters:
             return found, counted
 
         found, counted = self.cabinet._read(query)
-        return {"items": [_plain(d) for d in found.dead_letters], "total": found.total, **counted.as_dict()}
+        return {"items": [asdict(d) for d in found.dead_letters], "total": found.total, **counted.as_dict()}
 
     def one(self, rejection_id: str) -> dict[str, Any] | None:
         found = self.cabinet._read(lambda reads: dead_letters.dead_letter(reads.db, reads.names, rejection_id))
-        return _plain(found) if found is not None else None
+        return asdict(found) if found is not None else None
 
     def redrive(self, session: StaffSession, rejection_id: str) -> dict[str, Any]:
         """Raises the engine's refusal (`unknown_dead_letter`, `already_redriven`)."""
         result = self.cabinet._command(lambda: self.app.redrive(rejection_id, by=session.login, at=self.clock.now()))
         return asdict(result)
-
-
-def _plain(value: Any) -> dict[str, Any]:
-    return asdict(value)
 
 
 def _stored_id(aggregate_id: uuid.UUID, db: Any) -> Any:

@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from engine.errors import RuleRefusal
 from schemas.msisdn import is_msisdn
+from web.api_ops import audit  # one way to record a staff action, for the pages and the API
 from web.api import LOGIN_PATTERN, TOPIC_PATTERN, WORD_PATTERN, ApiError
 from web.app import client_address, context_of
 from web.auth import TooManyRequests, WeakPassword
@@ -111,11 +112,6 @@ def render(request: Request, name: str, session: StaffSession | None, **values: 
 def _cookie(request: Request, response: Response, name: str, value: str) -> None:
     response.set_cookie(name, value, max_age=int(SESSION_TTL.total_seconds()), httponly=True,
                         secure=context_of(request).secure_cookies, samesite="strict", path="/ops")
-
-
-def audit(request: Request, session: StaffSession, action: str, target: str = "", **detail: Any) -> None:
-    context_of(request).console.audit.record(session.login, session.role, client_address(request), action, target,
-                                              detail)
 
 
 def install(app: Any) -> None:

@@ -164,3 +164,11 @@ def test_the_member_sees_the_adjustment_but_not_what_the_staff_wrote(client, tea
     assert line["points"] == 50
     assert "reason" not in line["detail"] and "requested_by" not in line["detail"]
     assert "ругался" not in client.get("/history", headers=member).text
+
+
+def test_the_audit_log_is_filtered_by_moscow_dates(client, team):
+    # the clock stands at 12:00 Moscow on 25 November 2026: every action so far is of that day
+    today = client.get("/api/v1/ops/audit-log?from=2026-11-25&to=2026-11-25", headers=team["anna"].headers).json()
+    assert today["total"] > 0
+    for other in ("from=2026-11-26", "to=2026-11-24"):
+        assert client.get(f"/api/v1/ops/audit-log?{other}", headers=team["anna"].headers).json()["total"] == 0
