@@ -390,6 +390,46 @@ def topics_create() -> None:
 
 
 @app.command()
+def notifier(
+    log_level: str = typer.Option("INFO", "--log-level"),
+) -> None:
+    """The notifier: tells members by SMS what happened to their points
+    (docs/notifications.md). A faust-streaming application beside the
+    worker: several instances share the partitions; SIGTERM stops it cleanly."""
+    import os
+
+    from accrual.logs import configure_logging
+    from accrual import notifier_metrics
+    from accrual.notifier import NotifierSettings, run
+    from web.app import open_store, sms_gateway
+
+    ws, names = _streams_and_kafka()
+    configure_logging(log_level.upper())
+    try:
+        settings = Settings.from_env()
+        ns = NotifierSettings.from_env(ws, names)
+    except SettingsError as error:
+        err.print(f"[red]configuration error:[/red] {error}")
+        raise typer.Exit(2) from error
+    from accrual.health import Health, serve
+
+    health = Health()
+    health.started = True
+    if ns.metrics_port is not None:
+        try:
+            serve(ns.metrics_port, ws.metrics_host, health, notifier_metrics.REGISTRY)
+        except OSError as error:
+            err.print(f"[red]metrics endpoint[/red] {ws.metrics_host}:{ns.metrics_port}: {error}")
+            raise typer.Exit(2) from error
+    store = open_store(settings)  # the outbox's store (the personal account's), when no HTTP gateway is set
+    try:
+        run(ns, names, sms_gateway(settings, store), log_level.upper(), data_dir=os.environ.get("ACCRUAL_NOTIFIER_DIR"),
+            health=health)
+    finally:
+        store.close()
+
+
+@app.command()
 def worker(
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG logs every batch"),
 ) -> None:

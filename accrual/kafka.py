@@ -59,10 +59,19 @@ class Names:
     def member_preferences(self) -> str:
         return self.topic(self.streams.member_preferences.topic)
 
+    @property
+    def notifier_group(self) -> str:
+        return self.prefix + self.streams.notifier_group
+
+    @property
+    def notifier_ticks(self) -> str:
+        return self.topic(self.streams.notifier_ticks.topic)
+
     def all_topics(self) -> list[tuple[str, Topic]]:
         s = self.streams
         return [(self.topic(t.topic), t)
-                for t in (*s.inbound, s.points_events, s.balances, s.dead_letter, s.member_preferences)]
+                for t in (*s.inbound, s.points_events, s.balances, s.dead_letter, s.member_preferences,
+                          s.notifier_ticks)]
 
 
 def partition_for(key: bytes, partitions: int) -> int:

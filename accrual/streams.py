@@ -13,6 +13,9 @@ from schemas import BALANCES_TOPIC, DEAD_LETTER_TOPIC, POINTS_EVENTS_TOPIC, TOPI
 # Not the engine's: the personal account publishes the members' notification
 # choices here and the notifier reads them (docs/notifications.md).
 PREFERENCES_TOPIC = "loyalty.member-preferences.v1"
+# The notifier's own: its consumer group, and the topic its timer writes one
+# tick a partition to (docs/notifications.md, "The timer").
+NOTIFIER_GROUP, NOTIFIER_TICKS_TOPIC = "accrual-notifier", "accrual-notifier.ticks"
 
 DEFAULT_FILE = Path(__file__).resolve().parent / "streams.yaml"  # package data: installed with the code
 _KEYS = {"msisdn", "mgts_account"}
@@ -39,6 +42,8 @@ class Streams:
     balances: Topic
     dead_letter: Topic
     member_preferences: Topic = Topic(PREFERENCES_TOPIC, "msisdn", 6, cleanup_policy="compact")
+    notifier_group: str = NOTIFIER_GROUP
+    notifier_ticks: Topic = Topic(NOTIFIER_TICKS_TOPIC, "partition", 6)
 
 
 def load_streams(path: Path = DEFAULT_FILE) -> Streams:
@@ -79,7 +84,15 @@ def _parse(data: dict) -> Streams:
         dead_letter=_topic(outbound["dead_letter"]),
         # a streams file of an earlier release has none: the default above
         **({"member_preferences": _topic(outbound["member_preferences"])} if "member_preferences" in outbound else {}),
+        **_notifier(data.get("notifier")),
     )
+
+
+def _notifier(raw: dict | None) -> dict:
+    """A streams file of an earlier release has no `notifier`: the defaults."""
+    if raw is None:
+        return {}
+    return {"notifier_group": str(raw["consumer_group"]), "notifier_ticks": _topic(raw["ticks"])}
 
 
 def _check(streams: Streams, path: Path) -> None:
@@ -106,6 +119,14 @@ def _check(streams: Streams, path: Path) -> None:
     for name, topic in expected.items():
         if getattr(streams, name).topic != topic:
             raise StreamsFileError(f"{path}: outbound {name} must be {topic!r}")
+    # The notifier's tables are keyed by msisdn and written from the partition of the record in hand, so
+    # its three inbound topics must have one partition count (faust's co-partitioning).
+    copartitioned = (streams.points_events, streams.member_preferences, streams.notifier_ticks)
+    if len({t.partitions for t in copartitioned}) != 1:
+        raise StreamsFileError(
+            f"{path}: the notifier's topics must have one partition count: "
+            + ", ".join(f"{t.topic} {t.partitions}" for t in copartitioned)
+        )
     for compacted in (streams.balances, streams.member_preferences):
         if compacted.cleanup_policy != "compact":
             raise StreamsFileError(f"{path}: {compacted.topic} must be compacted (cleanup_policy: compact)")

@@ -1,0 +1,312 @@
+"""`accrual notifier`: the faust-streaming application that wires the core
+(`notifier.decide`) to Kafka and the SMS gateway (docs/notifications.md).
+
+    loyalty.points-events.v1 ─┐
+    loyalty.member-preferences.v1 ─┼─▶ agent `notify` ─▶ Table members (msisdn → MemberState)
+    accrual-notifier.ticks ───┘            │            Table preferences (msisdn → groups off)
+                                           ▼            Table clock (partition → the last tick's moment)
+                      SmsGateway.send(…, idempotency_key=notification key)
+
+One agent reads the three topics, so a member's events, preferences and
+ticks are handled one at a time, in the order of their partition: no two
+handlers change one member's state at once. Each record is handled in
+three steps: decide (pure), send what is due (each send idempotent on its
+key), then write the new state to the table. A crash between the send and
+the table's changelog write handles the record again, and the repeated
+send is dropped by its key; a crash before the send sends it on the second
+handling. Either way, each notification once.
+
+The tables are written from the partition of the record in hand (faust
+writes a table's changelog to that partition), so a tick on partition p
+changes only the members whose records arrive on partition p: the same
+partitioner as the engine's publisher (`accrual.kafka.partition_for`).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator, Callable, Mapping
+
+import faust
+from aiokafka import AIOKafkaProducer
+
+from accrual.health import Health
+from accrual.kafka import Names, check_topics, partition_for
+from accrual.settings import SettingsError, WorkerSettings
+from accrual import notifier_metrics as metrics
+from notifier import codec
+from notifier.decide import Decision, on_event, on_tick
+from notifier.events import PointsEvent
+from notifier.member import MemberState
+from notifier.notification import Notification
+from notifier.preferences import EVERYTHING_ON, Preferences
+from web.sms import SmsError, SmsGateway
+
+logger = logging.getLogger("accrual.notifier")
+
+SYSTEM, TICKS = "system", "ticks"  # where the notifier's time comes from (NotifierSettings.clock)
+SEND_RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # waits between attempts while the gateway refuses; the last repeats
+
+
+@dataclass(frozen=True)
+class NotifierSettings:
+    bootstrap: str
+    partitions: int  # of the three inbound topics (streams.yaml checks they agree)
+    clock: str = SYSTEM  # SYSTEM: the wall clock; TICKS: the moment of the partition's last tick (tests, rehearsals)
+    tick_every_s: float = 60.0  # the timer's period; TICKS mode has no timer: ticks come from outside
+    replication_factor: int = 1
+    commit_every_s: float = 1.0  # faust commits offsets and the tables' changelogs this often
+    metrics_port: int | None = None
+
+    @classmethod
+    def from_env(cls, worker: WorkerSettings, names: Names, environ: Mapping[str, str] | None = None) -> NotifierSettings:
+        env = os.environ if environ is None else environ
+        clock = env.get("ACCRUAL_NOTIFIER_CLOCK", SYSTEM).strip().lower() or SYSTEM
+        if clock not in (SYSTEM, TICKS):
+            raise SettingsError(f"ACCRUAL_NOTIFIER_CLOCK={clock!r}: expected {SYSTEM} or {TICKS}")
+        port = env.get("ACCRUAL_NOTIFIER_METRICS_PORT", "9465").strip()
+        if port and not (port.isascii() and port.isdigit() and int(port) < 65536):
+            raise SettingsError(f"ACCRUAL_NOTIFIER_METRICS_PORT={port!r}: expected a port number, or 0 for none")
+        commit = env.get("ACCRUAL_NOTIFIER_COMMIT_EVERY", "1").strip()
+        try:
+            commit_every_s = float(commit)
+        except ValueError:
+            commit_every_s = 0.0
+        if not (commit.isascii() and commit.replace(".", "", 1).isdigit()) or not 0.05 <= commit_every_s <= 60:
+            raise SettingsError(f"ACCRUAL_NOTIFIER_COMMIT_EVERY={commit!r}: expected seconds, 0.05 to 60")
+        return cls(bootstrap=worker.bootstrap, partitions=names.streams.points_events.partitions, clock=clock,
+                   replication_factor=worker.replication_factor, commit_every_s=commit_every_s,
+                   metrics_port=int(port) if port and port != "0" else None)
+
+
+class Notifier:
+    """What the agent does with one record, without faust: `members`,
+    `preferences` and `clock` are the tables (any mutable mapping with the
+    values faust keeps: JSON-shaped), `partition` the record's."""
+
+    def __init__(self, names: Names, partitions: int, gateway: SmsGateway, clock: str,
+                 members: Any, preferences: Any, ticks: Any, stopping: Callable[[], bool] = lambda: False):
+        self.names = names
+        self.partitions = partitions
+        self.gateway = gateway
+        self.clock = clock
+        self.members = members
+        self.preferences = preferences
+        self.ticks = ticks
+        self.stopping = stopping
+
+    async def handle(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
+        if topic == self.names.points_events:
+            await self.points_event(partition, value)
+        elif topic == self.names.member_preferences:
+            self.preferences_changed(key, value)
+        elif topic == self.names.notifier_ticks:
+            await self.tick(partition, value)
+
+    async def points_event(self, partition: int, value: bytes | None) -> None:
+        try:
+            event = PointsEvent.from_record(json.loads(value or b""))
+        except (ValueError, KeyError, TypeError) as error:
+            # The engine's own topic: a record it cannot read is a defect of a release, said loudly and counted
+            # (accrual_notifier_unreadable_total), never a crash that would stop every member's notifications.
+            metrics.UNREADABLE.labels(self.names.points_events).inc()
+            logger.error("unreadable points event", extra={"fields": {
+                "partition": partition, "reason": f"{type(error).__name__}: {error}"}})
+            return
+        stored = self.members.get(event.msisdn)
+        state = codec.from_json(stored) if stored else MemberState(event.msisdn)
+        at = self.now(partition, event.occurred_at)
+        decision = on_event(state, event, self._preferences(event.msisdn), at)
+        await self._carry_out(decision, at)
+        if decision.state != state:
+            self.members[event.msisdn] = codec.to_json(decision.state)
+
+    def preferences_changed(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None:
+            metrics.UNREADABLE.labels(self.names.member_preferences).inc()
+            return
+        msisdn = key.decode("ascii", "replace")
+        if value is None:  # a tombstone: back to the defaults
+            self.preferences.pop(msisdn, None)
+            return
+        try:
+            record = json.loads(value)
+            chosen = Preferences.from_record(record)
+            version = int(record.get("version") or 0)
+        except (ValueError, TypeError, AttributeError) as error:
+            metrics.UNREADABLE.labels(self.names.member_preferences).inc()
+            logger.error("unreadable preferences", extra={"fields": {
+                "msisdn": msisdn, "reason": f"{type(error).__name__}: {error}"}})
+            return
+        held = self.preferences.get(msisdn)
+        if held and int(held.get("version") or 0) > version:  # an older version read after a newer one
+            return
+        self.preferences[msisdn] = {"off": sorted(chosen.off), "version": version}
+
+    async def tick(self, partition: int, value: bytes | None) -> None:
+        """The daily run and the morning's waiting messages for the
+        members of this partition (the timer sends one tick a partition)."""
+        if self.clock == TICKS:
+            try:
+                moment = datetime.fromisoformat(json.loads(value or b"")["at"])
+                assert moment.tzinfo is not None
+            except (ValueError, KeyError, TypeError, AssertionError):
+                metrics.UNREADABLE.labels(self.names.notifier_ticks).inc()
+                return
+            held = self.ticks.get(str(partition))
+            if held is None or datetime.fromisoformat(held) < moment:
+                self.ticks[str(partition)] = moment.isoformat()
+        at = self.now(partition)
+        for msisdn in [m for m in self.members.keys() if self._partition_of(m) == partition]:
+            stored = self.members[msisdn]
+            if not _may_have_work(stored, at):
+                continue
+            state = codec.from_json(stored)
+            decision = on_tick(state, self._preferences(msisdn), at)
+            await self._carry_out(decision, at)
+            if decision.state != state:
+                self.members[msisdn] = codec.to_json(decision.state)
+
+    def now(self, partition: int, at_least: datetime | None = None) -> datetime:
+        """SYSTEM: the wall clock. TICKS: the moment of the partition's last
+        tick, or before its first tick the record's own moment."""
+        if self.clock == SYSTEM:
+            return datetime.now(timezone.utc)
+        held = self.ticks.get(str(partition))
+        if held is not None:
+            return datetime.fromisoformat(held)
+        return at_least or datetime.fromtimestamp(0, timezone.utc)
+
+    def _preferences(self, msisdn: str) -> Preferences:
+        held = self.preferences.get(msisdn)
+        return Preferences.from_record(held) if held else EVERYTHING_ON
+
+    def _partition_of(self, msisdn: str) -> int:
+        return partition_for(msisdn.encode(), self.partitions)
+
+    async def _carry_out(self, decision: Decision, at: datetime) -> None:
+        for notification in decision.send:
+            await self._send(notification, at)
+            metrics.SENT.labels(notification.kind).inc()
+        for notification in decision.delayed:
+            metrics.DELAYED.labels(notification.kind).inc()
+        for notification in decision.suppressed:
+            metrics.SUPPRESSED.labels(notification.kind).inc()
+
+    async def _send(self, notification: Notification, at: datetime) -> None:
+        """Until the gateway takes it: a member's later notifications wait
+        behind it (they are in order, and none is lost while the provider
+        is down); SIGTERM stops the waiting, and the record is handled again
+        at the next start."""
+        loop = asyncio.get_running_loop()
+        for attempt in range(10**9):
+            try:
+                await loop.run_in_executor(None, lambda: self.gateway.send(
+                    notification.msisdn, notification.text, at, idempotency_key=notification.key))
+                return
+            except SmsError as error:
+                metrics.SEND_FAILURES.inc()
+                wait = SEND_RETRY_S[min(attempt, len(SEND_RETRY_S) - 1)]
+                logger.warning("SMS gateway refused a notification", extra={"fields": {
+                    "key": notification.key, "reason": str(error), "retry_in_s": wait}})
+                if self.stopping():
+                    raise
+                await asyncio.sleep(wait)
+
+
+def _may_have_work(stored: dict[str, Any], at: datetime) -> bool:
+    """A cheap look before the state is read whole: a tick has work for a
+    member with a message waiting, or whose daily run of today is not done."""
+    from engine.calendar import moscow_date
+    from notifier.quiet import is_daily_run_due
+
+    if stored.get("waiting"):
+        return True
+    return is_daily_run_due(at) and (stored.get("ticked_on") or "") < moscow_date(at).isoformat()
+
+
+def run(settings: NotifierSettings, names: Names, gateway: SmsGateway, log_level: str = "INFO",
+        data_dir: str | None = None, health: Health | None = None) -> None:
+    """Runs until SIGTERM or SIGINT: faust stops the agent after the record
+    in hand, commits what was handled and leaves the group."""
+    from faust.worker import Worker
+
+    problems = asyncio.run(check_topics(settings.bootstrap, names))
+    if problems:
+        raise SystemExit("the Kafka topics are not as streams.yaml says:\n  " + "\n  ".join(problems))
+    app = build(settings, names, gateway, data_dir or tempfile.mkdtemp(prefix="accrual-notifier-"), health)
+    logger.info("notifier starting", extra={"fields": {
+        "group": names.notifier_group, "clock": settings.clock, "partitions": settings.partitions}})
+    Worker(app, loglevel=log_level, quiet=True, override_logging=False).execute_from_commandline()
+
+
+def build(settings: NotifierSettings, names: Names, gateway: SmsGateway, data_dir: str,
+          health: Health | None = None) -> faust.App:
+    """The faust application: one agent over the three topics, the three
+    tables, and (SYSTEM clock) the leader's timer."""
+    app = faust.App(
+        names.notifier_group,
+        broker=f"kafka://{settings.bootstrap}",
+        store="memory://",  # the tables are rebuilt from their changelogs at start (compacted)
+        processing_guarantee="exactly_once",  # read_committed, as the publisher's transactions need
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        broker_commit_interval=settings.commit_every_s,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        autodiscover=False,
+        table_standby_replicas=0,
+        datadir=data_dir,
+    )
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    inbound = app.topic(names.points_events, names.member_preferences, names.notifier_ticks, **raw)
+    table = {"partitions": settings.partitions,
+             "schema": faust.Schema(key_type=str, key_serializer="json", value_serializer="json")}
+    members = app.Table("members", default=None, **table)
+    preferences = app.Table("preferences", default=None, **table)
+    clock = app.Table("clock", default=None, **table)
+    notifier = Notifier(names, settings.partitions, gateway, settings.clock, members, preferences, clock,
+                        stopping=lambda: app.should_stop)
+    app.notifier = notifier  # type: ignore[attr-defined]  # for the tests that read the tables
+
+    @app.agent(inbound)
+    async def notify(stream: AsyncIterator[Any]) -> None:
+        async for event in stream.events():  # type: ignore[attr-defined]
+            message = event.message
+            await notifier.handle(message.topic, message.partition, message.key, message.value)
+
+    if health is not None:
+        @app.timer(1.0)
+        async def beat() -> None:
+            health.turned()
+            health.partitions = len(app.assignor.assigned_actives())
+            health.broker_ok = health.partitions > 0
+            health.stopping = bool(app.should_stop)
+
+    if settings.clock == SYSTEM:
+        @app.timer(settings.tick_every_s, on_leader=True)
+        async def timer() -> None:
+            """One tick to each partition, sent by the group's leader only.
+            The tick says only "now"; the agent reads the clock itself, so a
+            tick that waited in the topic acts at the time it is handled."""
+            await send_ticks(settings.bootstrap, names.notifier_ticks, settings.partitions, datetime.now(timezone.utc))
+
+    return app
+
+
+async def send_ticks(bootstrap: str, topic: str, partitions: int, at: datetime) -> None:
+    """One tick `{"at": …}` to each partition of the ticks topic (the timer;
+    and the tests and rehearsals of the TICKS clock, which move time so)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="accrual-notifier-timer", acks="all")
+    await producer.start()
+    try:
+        value = json.dumps({"at": at.isoformat()}).encode()
+        for partition in range(partitions):
+            await producer.send_and_wait(topic, value, partition=partition)
+    finally:
+        await producer.stop()

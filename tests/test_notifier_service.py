@@ -1,0 +1,131 @@
+"""`accrual notifier` against the real broker, on its TICKS clock (the
+test moves time by writing ticks): quiet hours and preferences, the
+records it cannot read, and SIGTERM.
+
+The records are written straight to `loyalty.points-events.v1` in the
+contract's shape (tests/notifier_support.py's members); the whole engine
+in front of the notifier is tests/test_notifier_sample.py's."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import pytest
+
+from notifier.events import PointsEvent
+from tests.kafka_support import setup_topics
+from tests.notifier_kafka_support import (
+    NotifierProcess,
+    member_states,
+    outbox,
+    produce_records,
+    tick,
+    wait_until_handled,
+)
+from tests.notifier_support import ANNA, BORIS, Member, at
+
+pytestmark = [pytest.mark.kafka, pytest.mark.xdist_group("kafka")]
+
+
+def record(event: PointsEvent) -> tuple[bytes, bytes]:
+    """A PointsEvent as the engine's publisher writes it (JSON, key msisdn)."""
+    value = asdict(event)
+    for name in ("occurred_at", "deadline"):
+        value[name] = value[name].isoformat() if value[name] else None
+    value["lots"] = [{**change, "lot_date": change["lot_date"].isoformat(),
+                      "expires_on": change["expires_on"].isoformat(), "change": "opened" if change["points"] > 0
+                      else "taken"} for change in value["lots"]]
+    return event.msisdn.encode(), json.dumps(value).encode()
+
+
+def preferences(msisdn: str, off: list[str], version: int) -> tuple[bytes, bytes]:
+    return msisdn.encode(), json.dumps({"msisdn": msisdn, "off": off, "version": version,
+                                        "updated_at": "2026-12-01T10:00:00+00:00"}).encode()
+
+
+@pytest.fixture
+def running(kafka_bootstrap, kafka_prefix, sqlite_url, tmp_path):
+    names = setup_topics(kafka_bootstrap, kafka_prefix)
+    notifier = NotifierProcess(sqlite_url, kafka_bootstrap, kafka_prefix, tmp_path / "notifier.log").start()
+    try:
+        yield names, notifier
+    finally:
+        notifier.kill()
+
+
+def test_an_offer_at_night_waits_for_nine_and_a_member_who_turned_transfers_off_gets_none(
+    running, kafka_bootstrap, sqlite_url
+):
+    names, notifier = running
+    anna, boris = Member(ANNA), Member(BORIS)
+
+    def handled(*topics: str) -> None:
+        wait_until_handled(kafka_bootstrap, names, list(topics), notifiers=[notifier])
+
+    # given the notifier's clock at 23:30 Moscow
+    tick(kafka_bootstrap, names, at("2026-12-02 23:30"))
+    handled(names.notifier_ticks)
+    # when boris is offered 500 points at 23:20 (deadline 23:20 tomorrow)
+    offer = boris.offered("tr-night", 500, ANNA, "2026-12-02 23:20", "2026-12-03 23:20")
+    produce_records(kafka_bootstrap, names.points_events, [record(offer)])
+    handled(names.points_events)
+    # then nothing is sent yet: the message waits in boris's state for 09:00
+    assert outbox(sqlite_url) == []
+    (waiting,) = member_states(kafka_bootstrap, names)[BORIS].waiting
+    assert waiting.key == f"{BORIS}:transfer_offered:tr-night"
+    # when the clock reaches 08:59, still nothing; at 09:00 it is sent, stamped 09:00 Moscow (06:00 UTC)
+    tick(kafka_bootstrap, names, at("2026-12-03 08:59"))
+    handled(names.notifier_ticks)
+    assert outbox(sqlite_url) == []
+    tick(kafka_bootstrap, names, at("2026-12-03 09:00"))
+    handled(names.notifier_ticks)
+    (sent,) = outbox(sqlite_url)
+    assert (sent.key, sent.msisdn) == (f"{BORIS}:transfer_offered:tr-night", BORIS)
+    assert sent.text == ("+7 916 000-00-01 переводит вам 500\u00a0баллов. "
+                         "Примите перевод в личном кабинете до 3 декабря, 23:20 (мск).")
+    assert sent.sent_at.startswith("2026-12-03T06:00:00")
+    assert member_states(kafka_bootstrap, names)[BORIS].waiting == ()
+
+    # given boris turns transfers off (Settings → loyalty.member-preferences.v1)
+    produce_records(kafka_bootstrap, names.member_preferences, [preferences(BORIS, ["transfers"], 2)])
+    handled(names.member_preferences)
+    # when anna offers him more at 12:00 and he declines an offer of his own to anna
+    tick(kafka_bootstrap, names, at("2026-12-03 12:00"))
+    handled(names.notifier_ticks)
+    second = boris.offered("tr-noon", 100, ANNA, "2026-12-03 11:55", "2026-12-04 11:55")
+    produce_records(kafka_bootstrap, names.points_events, [record(second)])
+    handled(names.points_events)
+    # then he gets nothing: the notification is counted as suppressed, not sent, not kept
+    assert [s.key for s in outbox(sqlite_url)] == [f"{BORIS}:transfer_offered:tr-night"]
+    assert member_states(kafka_bootstrap, names)[BORIS].waiting == ()
+    # when he turns them back on, the next offer reaches him; anna (who never changed anything) gets hers
+    produce_records(kafka_bootstrap, names.member_preferences, [preferences(BORIS, [], 3)])
+    handled(names.member_preferences)
+    third = boris.offered("tr-later", 200, ANNA, "2026-12-03 12:30", "2026-12-04 12:30")
+    to_anna = anna.offered("tr-to-anna", 50, BORIS, "2026-12-03 12:31", "2026-12-04 12:31")
+    produce_records(kafka_bootstrap, names.points_events, [record(third), record(to_anna)])
+    handled(names.points_events)
+    assert sorted(s.key for s in outbox(sqlite_url)) == sorted([
+        f"{BORIS}:transfer_offered:tr-night", f"{BORIS}:transfer_offered:tr-later", f"{ANNA}:transfer_offered:tr-to-anna",
+    ])
+    notifier.check_alive()
+
+
+def test_a_record_it_cannot_read_is_counted_and_skipped_and_sigterm_stops_it_cleanly(
+    running, kafka_bootstrap, sqlite_url
+):
+    names, notifier = running
+    boris = Member(BORIS)
+    tick(kafka_bootstrap, names, at("2026-12-03 12:00"))
+    # given a record that is not JSON and one without its fields, before a good one on the same key
+    good = boris.offered("tr-1", 500, ANNA, "2026-12-03 11:00", "2026-12-04 11:00")
+    produce_records(kafka_bootstrap, names.points_events,
+                    [(BORIS.encode(), b"\xff not json"), (BORIS.encode(), b'{"msisdn": "79160000002"}'), record(good)])
+    wait_until_handled(kafka_bootstrap, names, [names.points_events, names.notifier_ticks], notifiers=[notifier])
+    # then the good one is handled, and the notifier still runs
+    assert [s.key for s in outbox(sqlite_url)] == [f"{BORIS}:transfer_offered:tr-1"]
+    notifier.check_alive()
+    log = notifier.log.read_text(errors="replace")
+    assert log.count('"msg": "unreadable points event"') == 2
+    # when it gets SIGTERM it stops by itself, with exit code 0
+    assert notifier.terminate(60) == 0
