@@ -37,6 +37,7 @@ from aiokafka import AIOKafkaProducer
 
 from accrual.health import Health
 from accrual.kafka import Names, check_topics, partition_for
+from accrual.outage import is_store_error
 from accrual.settings import SettingsError, WorkerSettings
 from accrual import notifier_metrics as metrics
 from notifier import codec
@@ -51,6 +52,11 @@ logger = logging.getLogger("accrual.notifier")
 
 SYSTEM, TICKS = "system", "ticks"  # where the notifier's time comes from (NotifierSettings.clock)
 SEND_RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # waits between attempts while the gateway refuses; the last repeats
+EXIT_DEFECT = 70  # EX_SOFTWARE: a record the notifier cannot handle; nothing of it was committed
+
+
+class StoppedWhileWaiting(Exception):
+    """SIGTERM came while a send waited for the gateway or the outbox."""
 
 
 @dataclass(frozen=True)
@@ -201,21 +207,23 @@ class Notifier:
     async def _send(self, notification: Notification, at: datetime) -> None:
         """Until the gateway takes it: a member's later notifications wait
         behind it (they are in order, and none is lost while the provider
-        is down); SIGTERM stops the waiting, and the record is handled again
-        at the next start."""
+        or the outbox's database is down); SIGTERM stops the waiting, and the
+        record is handled again at the next start."""
         loop = asyncio.get_running_loop()
         for attempt in range(10**9):
             try:
                 await loop.run_in_executor(None, lambda: self.gateway.send(
                     notification.msisdn, notification.text, at, idempotency_key=notification.key))
                 return
-            except SmsError as error:
+            except Exception as error:
+                if not (isinstance(error, SmsError) or is_store_error(error)):
+                    raise
                 metrics.SEND_FAILURES.inc()
                 wait = SEND_RETRY_S[min(attempt, len(SEND_RETRY_S) - 1)]
-                logger.warning("SMS gateway refused a notification", extra={"fields": {
-                    "key": notification.key, "reason": str(error), "retry_in_s": wait}})
+                logger.warning("a notification could not be sent", extra={"fields": {
+                    "key": notification.key, "reason": f"{type(error).__name__}: {error}", "retry_in_s": wait}})
                 if self.stopping():
-                    raise
+                    raise StoppedWhileWaiting(notification.key) from error
                 await asyncio.sleep(wait)
 
 
@@ -258,6 +266,9 @@ def build(settings: NotifierSettings, names: Names, gateway: SmsGateway, data_di
         topic_replication_factor=settings.replication_factor,
         broker_commit_interval=settings.commit_every_s,
         consumer_auto_offset_reset="earliest",
+        # faust's 60 s: a killed instance's partitions would wait a minute for the survivors; the worker's 10 s
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
         web_enabled=False,
         autodiscover=False,
         table_standby_replicas=0,
@@ -278,7 +289,26 @@ def build(settings: NotifierSettings, names: Names, gateway: SmsGateway, data_di
     async def notify(stream: AsyncIterator[Any]) -> None:
         async for event in stream.events():  # type: ignore[attr-defined]
             message = event.message
-            await notifier.handle(message.topic, message.partition, message.key, message.value)
+            try:
+                await notifier.handle(message.topic, message.partition, message.key, message.value)
+            except StoppedWhileWaiting as waiting:
+                # nothing of the record in hand is committed: the next start handles it again
+                logger.info("stopped while a notification waited for the gateway", extra={"fields": {
+                    "key": str(waiting), "topic": message.topic, "partition": message.partition}})
+                logging.shutdown()
+                os._exit(0)
+            except Exception:
+                # A defect (not an outage: those are waited out in `_send`). faust would restart the agent
+                # with this record acknowledged, and a restart from the changelog would skip it: a lost
+                # notification. Exiting at once commits nothing of it (the open transaction is aborted),
+                # so the next start handles it again; a record that fails every time stops the notifier
+                # where it is, loudly, instead of being passed over.
+                logger.critical("the notifier cannot handle a record; exiting without committing it",
+                                exc_info=True, extra={"fields": {
+                                    "topic": message.topic, "partition": message.partition,
+                                    "offset": message.offset}})
+                logging.shutdown()
+                os._exit(EXIT_DEFECT)
 
     if health is not None:
         @app.timer(1.0)

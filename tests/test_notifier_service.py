@@ -8,7 +8,10 @@ in front of the notifier is tests/test_notifier_sample.py's."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from dataclasses import asdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -129,3 +132,72 @@ def test_a_record_it_cannot_read_is_counted_and_skipped_and_sigterm_stops_it_cle
     assert log.count('"msg": "unreadable points event"') == 2
     # when it gets SIGTERM it stops by itself, with exit code 0
     assert notifier.terminate(60) == 0
+
+
+class Provider:
+    """An SMS provider's HTTP endpoint on this machine: it answers 503 while
+    `down`, and otherwise takes a message once per Idempotency-Key (as the
+    providers that honour the header do), recording every request."""
+
+    def __init__(self) -> None:
+        self.down = True
+        self.requests: list[tuple[str | None, dict]] = []
+        self.taken: dict[str, dict] = {}
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (the name http.server calls)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                key = self.headers.get("Idempotency-Key")
+                provider.requests.append((key, body))
+                if not provider.down and key is not None:
+                    provider.taken.setdefault(key, body)
+                self.send_response(503 if provider.down else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/send"
+
+
+def test_while_the_sms_provider_is_down_the_notification_waits_and_is_taken_once_when_it_is_back(
+    kafka_bootstrap, kafka_prefix, sqlite_url, tmp_path
+):
+    names = setup_topics(kafka_bootstrap, kafka_prefix)
+    provider = Provider()
+    gateway = {"ACCRUAL_SMS_GATEWAY_URL": provider.url, "ACCRUAL_SMS_GATEWAY_TOKEN": "t"}
+    notifier = NotifierProcess(sqlite_url, kafka_bootstrap, kafka_prefix, tmp_path / "notifier.log", **gateway).start()
+    boris = Member(BORIS)
+    try:
+        # given the provider answers 503, and an offer for boris at noon
+        tick(kafka_bootstrap, names, at("2026-12-03 12:00"))
+        produce_records(kafka_bootstrap, names.points_events,
+                        [record(boris.offered("tr-1", 500, ANNA, "2026-12-03 11:00", "2026-12-04 11:00"))])
+        deadline = time.monotonic() + 60
+        while len(provider.requests) < 2:  # tried, refused, tried again (1 s later)
+            assert time.monotonic() < deadline, "the notifier did not try the provider twice in 60 s"
+            notifier.check_alive()
+            time.sleep(0.1)
+        # when SIGTERM comes while it waits, it stops at once and cleanly, the record not committed
+        assert notifier.terminate(60) == 0
+        assert '"msg": "stopped while a notification waited for the gateway"' in notifier.log.read_text()
+        # then a new instance handles the record again; once the provider is back it takes the message once
+        provider.down = False
+        notifier = NotifierProcess(sqlite_url, kafka_bootstrap, kafka_prefix, tmp_path / "notifier-2.log",
+                                   **gateway).start()
+        wait_until_handled(kafka_bootstrap, names, [names.points_events, names.notifier_ticks], notifiers=[notifier])
+        key = f"{BORIS}:transfer_offered:tr-1"
+        assert provider.taken == {key: {"to": f"+{BORIS}", "text": (
+            "+7 916 000-00-01 переводит вам 500\u00a0баллов. Примите перевод в личном кабинете до 4 декабря, 11:00 (мск).")}}
+        assert {k for k, _ in provider.requests} == {key}  # every attempt carried the notification's key
+        assert outbox(sqlite_url) == []  # the HTTP gateway, not the development outbox
+    finally:
+        notifier.kill()
+        provider.server.shutdown()
