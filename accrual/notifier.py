@@ -29,23 +29,25 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, AsyncIterator, Callable, Mapping
 
 import faust
 from aiokafka import AIOKafkaProducer
 
+from accrual import notifier_metrics as metrics
 from accrual.health import Health
 from accrual.kafka import Names, check_topics, partition_for
 from accrual.outage import is_store_error
 from accrual.settings import SettingsError, WorkerSettings
-from accrual import notifier_metrics as metrics
+from engine.calendar import moscow_date
 from notifier import codec
 from notifier.decide import Decision, on_event, on_tick
 from notifier.events import PointsEvent
-from notifier.member import MemberState
+from notifier.member import REMINDER_DAYS, MemberState
 from notifier.notification import Notification
 from notifier.preferences import EVERYTHING_ON, Preferences
+from notifier.quiet import is_daily_run_due
 from web.sms import SmsError, SmsGateway
 
 logger = logging.getLogger("accrual.notifier")
@@ -228,14 +230,19 @@ class Notifier:
 
 
 def _may_have_work(stored: dict[str, Any], at: datetime) -> bool:
-    """A cheap look before the state is read whole: a tick has work for a
-    member with a message waiting, or whose daily run of today is not done."""
-    from engine.calendar import moscow_date
-    from notifier.quiet import is_daily_run_due
-
+    """A look at the stored JSON before the state is read whole: a tick
+    has work for a member with a message waiting, or, once today's run is
+    due and not done, with credits to announce or lots expiring within 30
+    days. Any other member's run would decide nothing, so it is not run and
+    its state is not written (a daily write of every member's state would
+    be the notifier's largest cost)."""
     if stored.get("waiting"):
         return True
-    return is_daily_run_due(at) and (stored.get("ticked_on") or "") < moscow_date(at).isoformat()
+    today = moscow_date(at)
+    if not is_daily_run_due(at) or (stored.get("ticked_on") or "") >= today.isoformat():
+        return False
+    horizon = (today + timedelta(days=max(REMINDER_DAYS))).isoformat()
+    return bool(stored.get("credits")) or any(lot[2] <= horizon for lot in stored.get("lots") or ())
 
 
 def run(settings: NotifierSettings, names: Names, gateway: SmsGateway, log_level: str = "INFO",
@@ -269,6 +276,7 @@ def build(settings: NotifierSettings, names: Names, gateway: SmsGateway, data_di
         # faust's 60 s: a killed instance's partitions would wait a minute for the survivors; the worker's 10 s
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
+        producer_linger=0.01,
         web_enabled=False,
         autodiscover=False,
         table_standby_replicas=0,
