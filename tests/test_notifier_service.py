@@ -8,8 +8,10 @@ in front of the notifier is tests/test_notifier_sample.py's."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
+import urllib.request
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -46,10 +48,28 @@ def preferences(msisdn: str, off: list[str], version: int) -> tuple[bytes, bytes
                                         "updated_at": "2026-12-01T10:00:00+00:00"}).encode()
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def metric(port: int, name: str, kind: str) -> float:
+    """A counter's value from the notifier's /metrics (0 when not there yet)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith(f'{name}{{kind="{kind}"}} '):
+            return float(line.split()[-1])
+    return 0.0
+
+
 @pytest.fixture
 def running(kafka_bootstrap, kafka_prefix, sqlite_url, tmp_path):
     names = setup_topics(kafka_bootstrap, kafka_prefix)
-    notifier = NotifierProcess(sqlite_url, kafka_bootstrap, kafka_prefix, tmp_path / "notifier.log").start()
+    port = free_port()
+    notifier = NotifierProcess(sqlite_url, kafka_bootstrap, kafka_prefix, tmp_path / "notifier.log",
+                               ACCRUAL_NOTIFIER_METRICS_PORT=str(port)).start()
+    notifier.metrics_port = port  # type: ignore[attr-defined]
     try:
         yield names, notifier
     finally:
@@ -112,6 +132,11 @@ def test_an_offer_at_night_waits_for_nine_and_a_member_who_turned_transfers_off_
         f"{BORIS}:transfer_offered:tr-night", f"{BORIS}:transfer_offered:tr-later", f"{ANNA}:transfer_offered:tr-to-anna",
     ])
     notifier.check_alive()
+    # and the metrics say so: one delayed until 09:00, one turned off, three sent
+    port = notifier.metrics_port
+    assert metric(port, "accrual_notifier_delayed_total", "transfer_offered") == 1
+    assert metric(port, "accrual_notifier_suppressed_total", "transfer_offered") == 1
+    assert metric(port, "accrual_notifier_sent_total", "transfer_offered") == 3
 
 
 def test_a_record_it_cannot_read_is_counted_and_skipped_and_sigterm_stops_it_cleanly(
