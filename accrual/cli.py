@@ -480,17 +480,20 @@ def status(json_output: bool = typer.Option(False, "--json")) -> None:
 
     from aiokafka.errors import KafkaError
 
-    from accrual.status import kafka_lag, store_counts
+    from accrual.status import kafka_lag, notifier_lag, store_counts
 
     ws, names = _streams_and_kafka()
     try:
         lag = asyncio.run(kafka_lag(ws.bootstrap, names))
+        notifying = asyncio.run(notifier_lag(ws.bootstrap, names))
     except (KafkaError, OSError) as error:
         _kafka_failure(error, ws.bootstrap)
     with _runtime() as runtime:
         counts = store_counts(runtime.db)
         counts["log_position"] = runtime.app.recorder.max_notification_id() or 0
-    result = {"group": names.group, "lag_total": sum(r["lag"] for r in lag), "partitions": lag, **counts}
+    result = {"group": names.group, "lag_total": sum(r["lag"] for r in lag), "partitions": lag, **counts,
+              "notifier": {"group": names.notifier_group, "lag_total": sum(r["lag"] for r in notifying),
+                           "partitions": notifying}}
     if json_output:
         return _write_json(result)
     out.print(f"group {names.group}: lag {result['lag_total']}")
@@ -501,6 +504,8 @@ def status(json_output: bool = typer.Option(False, "--json")) -> None:
     out.print(f"outcomes: {counts['outcomes']}")
     out.print(f"rejected by reason: {counts['rejected_by_reason']}")
     out.print(f"event log at {counts['log_position']}, published up to {counts['published_position']}")
+    out.print(f"notifier group {names.notifier_group}: lag {result['notifier']['lag_total']} "
+              "(points events and preferences not yet handled)")
 
 
 @schemas_app.command("export")

@@ -33,6 +33,33 @@ async def kafka_lag(bootstrap: str, names: Names) -> list[dict[str, Any]]:
     return rows
 
 
+async def notifier_lag(bootstrap: str, names: Names) -> list[dict[str, Any]]:
+    """The notifier group's lag on its two topics of members' news. Counted
+    up to each partition's last record, not its end offset: the points
+    events are written in transactions, and a transaction's commit marker
+    takes an offset that no consumer ever commits past."""
+    from accrual.kafka import last_records
+
+    topics = [(names.points_events, names.streams.points_events.partitions),
+              (names.member_preferences, names.streams.member_preferences.partitions)]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="accrual-status")
+    try:
+        await admin.start()
+        tps = [TopicPartition(topic, p) for topic, partitions in topics for p in range(partitions)]
+        committed = await admin.list_consumer_group_offsets(names.notifier_group, partitions=tps)
+    finally:
+        await admin.close()
+    rows = []
+    for topic, partitions in topics:
+        last = await last_records(bootstrap, topic, partitions)
+        for p in range(partitions):
+            meta = committed.get(TopicPartition(topic, p))
+            done = meta.offset if meta is not None and meta.offset >= 0 else 0
+            end = last[p].offset + 1 if p in last else 0  # type: ignore[attr-defined]
+            rows.append({"topic": topic, "partition": p, "committed": done, "end": end, "lag": max(end - done, 0)})
+    return rows
+
+
 def store_counts(db: Database) -> dict[str, Any]:
     """`outcomes`: each distinct message once, by its first outcome (the
     inbox); `messages_seen_by_workers`: every delivery, duplicates too."""

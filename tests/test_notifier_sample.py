@@ -43,7 +43,7 @@ from tests.notifier_kafka_support import (
     wait_until_handled,
 )
 from tests.test_outbound_lots import read_model_lots
-from tests.test_worker import runtime_for, wait_for_publisher
+from tests.test_worker import cli, runtime_for, wait_for_publisher
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.xdist_group("kafka")]
 
@@ -144,6 +144,11 @@ def test_the_sample_through_the_worker_and_the_notifier_sends_each_expected_mess
             for (msisdn, _), (lot_date, expires_on, left) in read_model_lots(runtime).items():
                 engine_lots[msisdn].append((date.fromisoformat(lot_date), date.fromisoformat(expires_on), left))
         assert lots_by_member(member_states(kafka_bootstrap, names)) == {m: sorted(v) for m, v in engine_lots.items()}
+        # and `accrual status` says the notifier has handled everything (the commit markers not counted)
+        status = json.loads(cli(postgres_url, "status", "--json", KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+                                ACCRUAL_TOPIC_PREFIX=kafka_prefix))["notifier"]
+        assert status["group"] == names.notifier_group and len(status["partitions"]) == 12
+        assert status["lag_total"] == 0 and sum(row["end"] for row in status["partitions"]) >= len(records)
         notifier.check_alive()
         worker.check_alive()
     finally:
