@@ -21,6 +21,7 @@ At the end the outbox holds exactly those, each once, whole texts equal;
 and the lots the notifier holds equal the engine's lots read model."""
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
 from datetime import date, datetime, timedelta
@@ -28,7 +29,9 @@ from pathlib import Path
 
 import pytest
 
+from accrual.kafka import Names, create_topics
 from accrual.runtime import Runtime
+from accrual.streams import DEFAULT_FILE, load_streams
 from engine.calendar import MOSCOW, moscow_date
 from notifier import texts
 from notifier.events import PointsEvent
@@ -151,9 +154,36 @@ def test_the_sample_through_the_worker_and_the_notifier_sends_each_expected_mess
         assert status["lag_total"] == 0 and sum(row["end"] for row in status["partitions"]) >= len(records)
         notifier.check_alive()
         worker.check_alive()
+
+        # when a second notifier group replays both topics from the beginning, with empty tables
+        replay_names = _replaying(kafka_bootstrap, kafka_prefix, tmp_path)
+        replay = NotifierProcess(postgres_url, kafka_bootstrap, kafka_prefix, tmp_path / "replay.log",
+                                 ACCRUAL_STREAMS_FILE=str(tmp_path / "streams.yaml")).start()
+        tick(kafka_bootstrap, replay_names, morning(last_day))
+        wait_until_handled(kafka_bootstrap, replay_names, [replay_names.points_events, replay_names.notifier_ticks],
+                           notifiers=[replay])
+        # then it sends nothing new and nothing twice (what it decides again has the key it had the first time),
+        # and it holds the same lots, folded from the topic alone
+        assert outbox(postgres_url) == sent
+        assert lots_by_member(member_states(kafka_bootstrap, replay_names)) == lots_by_member(
+            member_states(kafka_bootstrap, names))
+        replay.kill()
     finally:
         notifier.kill()
         worker.kill()
+
+
+def _replaying(bootstrap: str, prefix: str, tmp_path: Path) -> Names:
+    """A streams file whose notifier is another group with its own ticks
+    topic: a notifier started on it reads both topics from the beginning."""
+    text = DEFAULT_FILE.read_text("utf-8")
+    text = text.replace("consumer_group: accrual-notifier\n", "consumer_group: accrual-notifier-replay\n")
+    text = text.replace("topic: accrual-notifier.ticks\n", "topic: accrual-notifier.ticks-replay\n")
+    (tmp_path / "streams.yaml").write_text(text, "utf-8")
+    names = Names(load_streams(tmp_path / "streams.yaml"), prefix)
+    assert names.notifier_group.endswith("accrual-notifier-replay")
+    asyncio.run(create_topics(bootstrap, names))
+    return names
 
 
 def _notifier_has_the_log(url: str, bootstrap: str, names, notifier: NotifierProcess) -> None:
