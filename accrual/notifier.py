@@ -48,6 +48,7 @@ from notifier.member import REMINDER_DAYS, MemberState
 from notifier.notification import Notification
 from notifier.preferences import EVERYTHING_ON, Preferences
 from notifier.quiet import is_daily_run_due
+from schemas.msisdn import is_msisdn
 from web.sms import SmsError, SmsGateway
 
 logger = logging.getLogger("accrual.notifier")
@@ -110,16 +111,19 @@ class Notifier:
 
     async def handle(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
         if topic == self.names.points_events:
-            await self.points_event(partition, value)
+            await self.points_event(partition, key, value)
         elif topic == self.names.member_preferences:
             self.preferences_changed(key, value)
         elif topic == self.names.notifier_ticks:
             await self.tick(partition, value)
 
-    async def points_event(self, partition: int, value: bytes | None) -> None:
+    async def points_event(self, partition: int, key: bytes | None, value: bytes | None) -> None:
         try:
             event = PointsEvent.from_record(json.loads(value or b""))
-        except (ValueError, KeyError, TypeError) as error:
+            # the table's key is the record's: its changelog record goes to this partition
+            if not (is_msisdn(event.msisdn) and key == event.msisdn.encode()):
+                raise ValueError(f"the record's key {key!r} is not its member's number")
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             # The engine's own topic: a record it cannot read is a defect of a release, said loudly and counted
             # (accrual_notifier_unreadable_total), never a crash that would stop every member's notifications.
             metrics.UNREADABLE.labels(self.names.points_events).inc()
@@ -135,10 +139,11 @@ class Notifier:
             self.members[event.msisdn] = codec.to_json(decision.state)
 
     def preferences_changed(self, key: bytes | None, value: bytes | None) -> None:
-        if key is None:
+        msisdn = (key or b"").decode("ascii", "replace")
+        if not is_msisdn(msisdn):
             metrics.UNREADABLE.labels(self.names.member_preferences).inc()
+            logger.error("unreadable preferences", extra={"fields": {"reason": f"key {key!r} is not a number"}})
             return
-        msisdn = key.decode("ascii", "replace")
         if value is None:  # a tombstone: back to the defaults
             self.preferences.pop(msisdn, None)
             return

@@ -230,6 +230,22 @@ def test_the_state_folds_lot_changes_and_ignores_a_repeated_record():
     assert fold(state, back).expiring() == {date(2027, 12, 1): 30, date(2027, 12, 2): 50}
 
 
+def test_a_draw_from_a_lot_opened_before_the_topic_carried_lots_leaves_it_out_and_goes_on():
+    """Records of the release before `lots` carry none: a notifier reading
+    a topic that began then knows only the lots opened since."""
+    anna = Member(ANNA)
+    anna.credit(100, "usage", "2026-12-01 12:00", expires_on="2027-12-01")  # lot 1, as the old release wrote it:
+    old = replace(anna.records[-1], lots=())                                 # no lots
+    anna.credit(50, "shop", "2026-12-02 12:00", expires_on="2027-12-02")    # lot 2, with its lot
+    spend = anna.spend(LotChange(1, date(2026, 12, 1), date(2027, 12, 1), 0), 60, "2026-12-03 12:00")
+    state = MemberState(ANNA)
+    for record in (old, anna.records[1], spend):
+        state = fold(state, record)
+    # 100 + 50 - 60 = 90 on the account; the state knows lot 2 only: the draw of 60 from lot 1 takes it out
+    assert (state.version, state.balance) == (4, 90)
+    assert [(lot.lot_id, lot.points) for lot in state.lots] == [(2, 50)]
+
+
 def test_a_repeated_record_decides_nothing():
     boris = Member(BORIS)
     record = boris.offered("tr-1", 500, ANNA, "2026-12-03 14:05", deadline="2026-12-04 14:05")

@@ -147,14 +147,16 @@ def test_a_record_it_cannot_read_is_counted_and_skipped_and_sigterm_stops_it_cle
     tick(kafka_bootstrap, names, at("2026-12-03 12:00"))
     # given a record that is not JSON and one without its fields, before a good one on the same key
     good = boris.offered("tr-1", 500, ANNA, "2026-12-03 11:00", "2026-12-04 11:00")
-    produce_records(kafka_bootstrap, names.points_events,
-                    [(BORIS.encode(), b"\xff not json"), (BORIS.encode(), b'{"msisdn": "79160000002"}'), record(good)])
+    wrong_key = (ANNA.encode(), record(good)[1])  # a record whose key is not its member's
+    produce_records(kafka_bootstrap, names.points_events, [
+        (BORIS.encode(), b"\xff not json"), (BORIS.encode(), b'{"msisdn": "79160000002"}'), (BORIS.encode(), b"[1]"),
+        wrong_key, record(good)])
     wait_until_handled(kafka_bootstrap, names, [names.points_events, names.notifier_ticks], notifiers=[notifier])
     # then the good one is handled, and the notifier still runs
     assert [s.key for s in outbox(sqlite_url)] == [f"{BORIS}:transfer_offered:tr-1"]
     notifier.check_alive()
     log = notifier.log.read_text(errors="replace")
-    assert log.count('"msg": "unreadable points event"') == 2
+    assert log.count('"msg": "unreadable points event"') == 4
     # when it gets SIGTERM it stops by itself, with exit code 0
     assert notifier.terminate(60) == 0
 
