@@ -34,6 +34,8 @@ from typing import Any, AsyncIterator, Callable, Mapping
 
 import faust
 from aiokafka import AIOKafkaProducer
+from faust.tables.manager import TableManager
+from faust.tables.recovery import Recovery
 
 from accrual import notifier_metrics as metrics
 from accrual.health import Health
@@ -250,6 +252,68 @@ def _may_have_work(stored: dict[str, Any], at: datetime) -> bool:
     return bool(stored.get("credits")) or any(lot[2] <= horizon for lot in stored.get("lots") or ())
 
 
+class WrittenTable(faust.Table):  # type: ignore[misc]  # faust's classes are untyped
+    """A faust Table whose changelog writes can be awaited.
+
+    faust writes a table's changelog through the producer's buffer (sent
+    later, by a task of its own), and under exactly_once it commits the
+    consumer's offsets without waiting for that buffer. So a record could
+    be committed as handled while its table write was still in the buffer,
+    to land in the next transaction; a SIGKILL then aborts that one, and the
+    restarted notifier resumes after the record with the member's state
+    from before it (lots missing, a credit never summed; the next record
+    that draws from the missing lot fails `apply_lot_changes`' assertion,
+    and the agent crashes on it again and again). `sent()` waits until the
+    writes of the record in hand are on the broker, in the open transaction:
+    the offset, committed later, can then never be ahead of them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unsent: list[asyncio.Future[Any]] = []
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        written = super().send_changelog(*args, **kwargs)
+        self.unsent.append(written)
+        return written
+
+    async def sent(self) -> None:
+        unsent, self.unsent = self.unsent, []
+        if unsent:
+            await asyncio.gather(*unsent)
+
+
+class SeekFirstRecovery(Recovery):  # type: ignore[misc]
+    """faust's recovery with the agents held back until the seek is done.
+
+    At the end of a recovery faust resumes the stream partitions, then
+    seeks them to the committed offsets, then resumes the flow, which
+    empties the agents' queues. Records fetched in between reach the agent
+    (some are handled) and the rest are emptied from the queues after the
+    consumer's read offset has passed them: skipped for as long as the
+    process runs (their notifications never decided, the member's state
+    missing them), and the commit stops at the first of them for good (a
+    gap in the acknowledged offsets; faust-streaming issue 596). Suspending
+    the flow first keeps every fetched record waiting until after the seek:
+    the records after it are then delivered in order, from the committed
+    offset on."""
+
+    async def on_recovery_completed(self, generation_id: int = 0) -> None:
+        self.app.flow_control.suspend()
+        await super().on_recovery_completed(generation_id)
+
+    async def _resume_streams(self, generation_id: int = 0) -> None:
+        self.app.flow_control.suspend()
+        await super()._resume_streams(generation_id)
+
+
+class SeekFirstTableManager(TableManager):  # type: ignore[misc]
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = SeekFirstRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
+
+
 def run(settings: NotifierSettings, names: Names, gateway: SmsGateway, log_level: str = "INFO",
         data_dir: str | None = None, health: Health | None = None) -> None:
     """Runs until SIGTERM or SIGINT: faust stops the agent after the record
@@ -286,6 +350,8 @@ def build(settings: NotifierSettings, names: Names, gateway: SmsGateway, data_di
         autodiscover=False,
         table_standby_replicas=0,
         datadir=data_dir,
+        Table=WrittenTable,  # the record is acknowledged only once its table writes are sent (the class says why)
+        TableManager=SeekFirstTableManager,  # no record skipped at the end of a recovery (the class says why)
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     inbound = app.topic(names.points_events, names.member_preferences, names.notifier_ticks, **raw)
@@ -322,6 +388,8 @@ def build(settings: NotifierSettings, names: Names, gateway: SmsGateway, data_di
                                     "offset": message.offset}})
                 logging.shutdown()
                 os._exit(EXIT_DEFECT)
+            for written in (members, preferences, clock):
+                await written.sent()
 
     if health is not None:
         @app.timer(1.0)
