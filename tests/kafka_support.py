@@ -208,7 +208,9 @@ def wait_for_lag_zero(bootstrap: str, names: Names, timeout: float = 120, worker
 
 
 class WorkerProcess:
-    """`accrual worker` in a process of its own."""
+    """`accrual worker` (or another `command`) in a process of its own."""
+
+    command = "worker"
 
     def __init__(self, env: dict[str, str], log: Path):
         self.env = env
@@ -218,8 +220,8 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         handle = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "accrual.cli", "worker"], env=self.env, stdout=handle, stderr=subprocess.STDOUT,
-            cwd=ROOT,
+            [sys.executable, "-m", "accrual.cli", self.command], env=self.env, stdout=handle,
+            stderr=subprocess.STDOUT, cwd=ROOT,
         )
         handle.close()
         return self
@@ -228,7 +230,7 @@ class WorkerProcess:
         assert self.proc is not None
         code = self.proc.poll()
         if code is not None:
-            raise AssertionError(f"the worker exited with {code}:\n{self.log.read_text()[-4000:]}")
+            raise AssertionError(f"the {self.command} exited with {code}:\n{self.log.read_text(errors='replace')[-4000:]}")
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -8,9 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -23,47 +20,26 @@ from accrual.kafka import Names
 from notifier import codec
 from notifier.member import MemberState
 from accrual.notifier import send_ticks
-from tests.kafka_support import ROOT, clients, read_topic, retrying
+from tests.kafka_support import ROOT, WorkerProcess, clients, read_topic, retrying
 from web.sms import DatabaseOutbox
 from web.store import WebStore
 
 
-class NotifierProcess:
+class NotifierProcess(WorkerProcess):
     """`accrual notifier` in a process of its own, on the TICKS clock."""
 
+    command = "notifier"
+
     def __init__(self, database_url: str, bootstrap: str, prefix: str, log: Path, **extra: str):
-        self.env = dict(os.environ)
-        self.env.update({
+        env = dict(os.environ)
+        env.update({
             "ACCRUAL_DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "ACCRUAL_TOPIC_PREFIX": prefix, "ACCRUAL_NOTIFIER_CLOCK": "ticks",
             "ACCRUAL_NOTIFIER_METRICS_PORT": "0", "ACCRUAL_NOTIFIER_COMMIT_EVERY": "0.2",
             "ACCRUAL_NOTIFIER_DIR": str(log.parent / f"{log.stem}-data"), "PYTHONPATH": str(ROOT),
         })
-        self.env.update(extra)
-        self.log = log
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> NotifierProcess:
-        with open(self.log, "ab") as handle:
-            self.proc = subprocess.Popen([sys.executable, "-m", "accrual.cli", "notifier"], env=self.env,
-                                         stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
-        return self
-
-    def check_alive(self) -> None:
-        assert self.proc is not None
-        code = self.proc.poll()
-        if code is not None:
-            raise AssertionError(f"the notifier exited with {code}:\n{self.log.read_text(errors='replace')[-4000:]}")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(30)
-
-    def terminate(self, timeout: float = 60) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        env.update(extra)
+        super().__init__(env, log)
 
 
 def tick(bootstrap: str, names: Names, at: datetime) -> None:
