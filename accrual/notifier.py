@@ -24,9 +24,11 @@ partitioner as the engine's publisher (`accrual.kafka.partition_for`).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
+import random
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -40,7 +42,7 @@ from faust.tables.recovery import Recovery
 from accrual import notifier_metrics as metrics
 from accrual.health import Health
 from accrual.kafka import Names, check_topics, partition_for
-from accrual.outage import is_store_error
+from accrual.outage import backoff_s, is_store_error
 from accrual.settings import SettingsError, WorkerSettings
 from engine.calendar import moscow_date
 from notifier import codec
@@ -56,7 +58,6 @@ from web.sms import SmsError, SmsGateway
 logger = logging.getLogger("accrual.notifier")
 
 SYSTEM, TICKS = "system", "ticks"  # where the notifier's time comes from (NotifierSettings.clock)
-SEND_RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # waits between attempts while the gateway refuses; the last repeats
 EXIT_DEFECT = 70  # EX_SOFTWARE: a record the notifier cannot handle; nothing of it was committed
 
 
@@ -110,6 +111,7 @@ class Notifier:
         self.preferences = preferences
         self.ticks = ticks
         self.stopping = stopping
+        self._partitions: dict[str, int] = {}
 
     async def handle(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
         if topic == self.names.points_events:
@@ -202,7 +204,12 @@ class Notifier:
         return Preferences.from_record(held) if held else EVERYTHING_ON
 
     def _partition_of(self, msisdn: str) -> int:
-        return partition_for(msisdn.encode(), self.partitions)
+        """Memoised: every tick asks it of every member the instance holds,
+        and murmur2 in Python costs microseconds a call."""
+        partition = self._partitions.get(msisdn)
+        if partition is None:
+            partition = self._partitions[msisdn] = partition_for(msisdn.encode(), self.partitions)
+        return partition
 
     async def _carry_out(self, decision: Decision, at: datetime) -> None:
         for notification in decision.send:
@@ -219,7 +226,7 @@ class Notifier:
         or the outbox's database is down); SIGTERM stops the waiting, and the
         record is handled again at the next start."""
         loop = asyncio.get_running_loop()
-        for attempt in range(10**9):
+        for attempt in itertools.count(1):
             try:
                 await loop.run_in_executor(None, lambda: self.gateway.send(
                     notification.msisdn, notification.text, at, idempotency_key=notification.key))
@@ -228,9 +235,10 @@ class Notifier:
                 if not (isinstance(error, SmsError) or is_store_error(error)):
                     raise
                 metrics.SEND_FAILURES.inc()
-                wait = SEND_RETRY_S[min(attempt, len(SEND_RETRY_S) - 1)]
+                wait = backoff_s(attempt, random.random())  # the worker's: 0.5 s doubling to 15 s, jittered
                 logger.warning("a notification could not be sent", extra={"fields": {
-                    "key": notification.key, "reason": f"{type(error).__name__}: {error}", "retry_in_s": wait}})
+                    "key": notification.key, "reason": f"{type(error).__name__}: {error}",
+                    "retry_in_s": round(wait, 2)}})
                 if self.stopping():
                     raise StoppedWhileWaiting(notification.key) from error
                 await asyncio.sleep(wait)
