@@ -327,6 +327,37 @@ class SeekFirstTableManager(TableManager):  # type: ignore[misc]
         return self._recovery
 
 
+TABLES = ("members", "preferences", "clock")
+
+
+async def _changelogs_ready(settings: NotifierSettings, names: Names, timeout_s: float = 60.0) -> None:
+    """Creates the tables' changelog topics (compacted, one partition per
+    partition of the inbound topics) and waits until the broker describes
+    them whole. faust would create them itself at start, but on a just
+    created topic its first table write can still find "0 partitions" in
+    the client's metadata (`PartitionsMismatch`, seen in CI on a broker
+    just started), which stopped the notifier at its first record."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    wanted = [f"{names.notifier_group}-{table}-changelog" for table in TABLES]
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="accrual-notifier-admin")
+    await admin.start()
+    try:
+        await admin.create_topics([
+            NewTopic(topic, settings.partitions, settings.replication_factor,
+                     topic_configs={"cleanup.policy": "compact"}) for topic in wanted])
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            described = await admin.describe_topics(wanted)
+            if all(not d.get("error_code") and len(d["partitions"]) == settings.partitions for d in described):
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise SystemExit(f"the notifier's changelog topics are not ready after {timeout_s:g} s: {described}")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+
+
 def run(settings: NotifierSettings, names: Names, gateway: SmsGateway, log_level: str = "INFO",
         data_dir: str | None = None, health: Health | None = None) -> None:
     """Runs until SIGTERM or SIGINT: faust stops the agent after the record
@@ -336,6 +367,7 @@ def run(settings: NotifierSettings, names: Names, gateway: SmsGateway, log_level
     problems = asyncio.run(check_topics(settings.bootstrap, names))
     if problems:
         raise SystemExit("the Kafka topics are not as streams.yaml says:\n  " + "\n  ".join(problems))
+    asyncio.run(_changelogs_ready(settings, names))
     app = build(settings, names, gateway, data_dir or tempfile.mkdtemp(prefix="accrual-notifier-"), health)
     logger.info("notifier starting", extra={"fields": {
         "group": names.notifier_group, "clock": settings.clock, "partitions": settings.partitions}})
@@ -369,9 +401,7 @@ def build(settings: NotifierSettings, names: Names, gateway: SmsGateway, data_di
     inbound = app.topic(names.points_events, names.member_preferences, names.notifier_ticks, **raw)
     table = {"partitions": settings.partitions,
              "schema": faust.Schema(key_type=str, key_serializer="json", value_serializer="json")}
-    members = app.Table("members", default=None, **table)
-    preferences = app.Table("preferences", default=None, **table)
-    clock = app.Table("clock", default=None, **table)
+    members, preferences, clock = (app.Table(name, default=None, **table) for name in TABLES)
     notifier = Notifier(names, settings.partitions, gateway, settings.clock, members, preferences, clock,
                         stopping=lambda: app.should_stop)
     app.notifier = notifier  # type: ignore[attr-defined]  # for the tests that read the tables
