@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -291,17 +293,28 @@ def wait_for(what: str, condition: Callable[[], bool], watch: list[NotifierProce
         time.sleep(0.2)
 
 
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "notifier-faults"
+
+
 @pytest.fixture
-def processes():
-    started: list[NotifierProcess] = []
+def processes(request):
+    """Starts notifiers; afterwards kills what still runs and keeps every
+    notifier's log in test-artifacts/notifier-faults/<test>/ (CI keeps
+    that folder): a crash run that fails is read from them."""
+    started: list[tuple[NotifierProcess, Path]] = []
 
     def start(url: str, bootstrap: str, prefix: str, log: Path) -> NotifierProcess:
-        started.append(NotifierProcess(url, bootstrap, prefix, log).start())
-        return started[-1]
+        started.append((NotifierProcess(url, bootstrap, prefix, log).start(), log))
+        return started[-1][0]
 
     yield start
-    for notifier in started:
+    kept = ARTIFACTS / re.sub(r"[^\w.-]+", "_", request.node.name)
+    shutil.rmtree(kept, ignore_errors=True)
+    kept.mkdir(parents=True)
+    for notifier, log in started:
         notifier.kill()
+        if log.exists():
+            shutil.copy(log, kept / log.name)
 
 
 def test_a_notifier_killed_while_sending_transfers_and_again_in_the_daily_run_sends_each_message_once(
@@ -368,4 +381,42 @@ def test_two_notifiers_sharing_the_partitions_one_killed_the_other_finishes_and_
     assert group_members(kafka_bootstrap, names) == ("Stable", 1)
     assert_each_sent_once(database_url, kafka_bootstrap, names, work)
     assert_member_zero_told(database_url)
+    one.check_alive()
+
+
+def test_two_notifiers_one_killed_before_its_first_commit_the_other_handles_its_partitions_from_the_start(
+    processes, kafka_bootstrap, kafka_prefix, sqlite_url, tmp_path
+):
+    """The takeover of partitions the group never committed: aiokafka does
+    not seek a partition without a committed offset, and the survivor
+    once committed past such partitions' records without handling them,
+    or never read them (`_seek_every_partition` in accrual/notifier.py)."""
+    names = setup_topics(kafka_bootstrap, kafka_prefix)
+    work = the_workload()
+    one = processes(sqlite_url, kafka_bootstrap, kafka_prefix, tmp_path / "one.log")
+    tick(kafka_bootstrap, names, at(f"{D} 09:30"))
+    wait_until_handled(kafka_bootstrap, names, [names.notifier_ticks], WAIT_S, notifiers=[one])
+    two = processes(sqlite_url, kafka_bootstrap, kafka_prefix, tmp_path / "two.log")
+    wait_for("two notifiers in a stable group", lambda: group_members(kafka_bootstrap, names) == ("Stable", 2),
+             [one, two])
+    kafka = clients(kafka_bootstrap)
+
+    def uncommitted() -> set[int]:
+        committed = retrying("reading the notifier's offsets", lambda: kafka.run(
+            kafka.admin.list_consumer_group_offsets(names.notifier_group)))
+        return {p for p in range(6) if TopicPartition(names.points_events, p) not in committed}
+
+    # given the records arrive, and the second is killed at once: before it commits any of its partitions
+    produce_records(kafka_bootstrap, names.points_events, work.records())
+    two.kill()
+    orphans = uncommitted()
+    assert orphans, "every partition was committed before the kill: the test proved nothing"
+    # then the first takes them over and handles them from their first record
+    wait_until_handled(kafka_bootstrap, names, [names.points_events], WAIT_S, notifiers=[one])
+    tick(kafka_bootstrap, names, at(f"{D} 10:00"))
+    wait_until_handled(kafka_bootstrap, names, [names.notifier_ticks], WAIT_S, notifiers=[one])
+
+    assert group_members(kafka_bootstrap, names) == ("Stable", 1)
+    assert_each_sent_once(sqlite_url, kafka_bootstrap, names, work)
+    assert_member_zero_told(sqlite_url)
     one.check_alive()
