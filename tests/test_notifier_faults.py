@@ -353,6 +353,33 @@ def test_a_notifier_killed_while_sending_transfers_and_again_in_the_daily_run_se
     third.check_alive()
 
 
+def two_notifiers(processes, database_url: str, kafka_bootstrap: str, kafka_prefix: str, names: Names,
+                  tmp_path: Path) -> tuple[NotifierProcess, NotifierProcess]:
+    """One notifier past the 09:30 tick, then a second in the same group,
+    sharing the 6 partitions (a rebalance: a few seconds)."""
+    one = processes(database_url, kafka_bootstrap, kafka_prefix, tmp_path / "one.log")
+    tick(kafka_bootstrap, names, at(f"{D} 09:30"))
+    wait_until_handled(kafka_bootstrap, names, [names.notifier_ticks], WAIT_S, notifiers=[one])
+    two = processes(database_url, kafka_bootstrap, kafka_prefix, tmp_path / "two.log")
+    wait_for("two notifiers in a stable group", lambda: group_members(kafka_bootstrap, names) == ("Stable", 2),
+             [one, two])
+    return one, two
+
+
+def survivor_finishes(one: NotifierProcess, database_url: str, kafka_bootstrap: str, names: Names,
+                      work: Workload) -> None:
+    """The survivor takes the dead one's partitions over (once the broker
+    gives up on it), handles every record and the 10:00 run: every message
+    owed once, and it is alone in the group and alive."""
+    wait_until_handled(kafka_bootstrap, names, [names.points_events], WAIT_S, notifiers=[one])
+    tick(kafka_bootstrap, names, at(f"{D} 10:00"))
+    wait_until_handled(kafka_bootstrap, names, [names.notifier_ticks], WAIT_S, notifiers=[one])
+    assert group_members(kafka_bootstrap, names) == ("Stable", 1)
+    assert_each_sent_once(database_url, kafka_bootstrap, names, work)
+    assert_member_zero_told(database_url)
+    one.check_alive()
+
+
 @pytest.mark.parametrize("url", ["sqlite_url", pytest.param("postgres_url", marks=pytest.mark.postgres)])
 def test_two_notifiers_sharing_the_partitions_one_killed_the_other_finishes_and_each_message_goes_once(
     processes, kafka_bootstrap, kafka_prefix, url, request, tmp_path
@@ -361,27 +388,14 @@ def test_two_notifiers_sharing_the_partitions_one_killed_the_other_finishes_and_
     database_url = request.getfixturevalue(url)
     names = setup_topics(kafka_bootstrap, kafka_prefix)
     work = the_workload()
-    one = processes(database_url, kafka_bootstrap, kafka_prefix, tmp_path / "one.log")
-    tick(kafka_bootstrap, names, at(f"{D} 09:30"))
-    wait_until_handled(kafka_bootstrap, names, [names.notifier_ticks], WAIT_S, notifiers=[one])
-    # given a second instance in the same group, sharing the 6 partitions (a rebalance: a few seconds)
-    two = processes(database_url, kafka_bootstrap, kafka_prefix, tmp_path / "two.log")
-    wait_for("two notifiers in a stable group", lambda: group_members(kafka_bootstrap, names) == ("Stable", 2),
-             [one, two])
-
+    # given two instances sharing the partitions
+    one, two = two_notifiers(processes, database_url, kafka_bootstrap, kafka_prefix, names, tmp_path)
     # when the records arrive and the second is killed with a quarter of the transfer news sent
     produce_records(kafka_bootstrap, names.points_events, work.records())
     kill_midway(two, database_url, TRANSFERS, len(work.transfer_keys), [one, two])
     assert states_behind_offsets(kafka_bootstrap, names) == {}
-    # then the first takes its partitions over (once the broker gives up on the dead one) and finishes
-    wait_until_handled(kafka_bootstrap, names, [names.points_events], WAIT_S, notifiers=[one])
-    tick(kafka_bootstrap, names, at(f"{D} 10:00"))
-    wait_until_handled(kafka_bootstrap, names, [names.notifier_ticks], WAIT_S, notifiers=[one])
-
-    assert group_members(kafka_bootstrap, names) == ("Stable", 1)
-    assert_each_sent_once(database_url, kafka_bootstrap, names, work)
-    assert_member_zero_told(database_url)
-    one.check_alive()
+    # then the first takes its partitions over and finishes: every message once
+    survivor_finishes(one, database_url, kafka_bootstrap, names, work)
 
 
 def test_two_notifiers_one_killed_before_its_first_commit_the_other_handles_its_partitions_from_the_start(
@@ -393,12 +407,7 @@ def test_two_notifiers_one_killed_before_its_first_commit_the_other_handles_its_
     or never read them (`_seek_every_partition` in accrual/notifier.py)."""
     names = setup_topics(kafka_bootstrap, kafka_prefix)
     work = the_workload()
-    one = processes(sqlite_url, kafka_bootstrap, kafka_prefix, tmp_path / "one.log")
-    tick(kafka_bootstrap, names, at(f"{D} 09:30"))
-    wait_until_handled(kafka_bootstrap, names, [names.notifier_ticks], WAIT_S, notifiers=[one])
-    two = processes(sqlite_url, kafka_bootstrap, kafka_prefix, tmp_path / "two.log")
-    wait_for("two notifiers in a stable group", lambda: group_members(kafka_bootstrap, names) == ("Stable", 2),
-             [one, two])
+    one, two = two_notifiers(processes, sqlite_url, kafka_bootstrap, kafka_prefix, names, tmp_path)
     kafka = clients(kafka_bootstrap)
 
     def uncommitted() -> set[int]:
@@ -413,12 +422,5 @@ def test_two_notifiers_one_killed_before_its_first_commit_the_other_handles_its_
     assert uncommitted(), "every partition was committed before the kill: the test proved nothing"
     # when the rest arrive
     produce_records(kafka_bootstrap, names.points_events, records[30:])
-    # then the first takes them over and handles them from their first record
-    wait_until_handled(kafka_bootstrap, names, [names.points_events], WAIT_S, notifiers=[one])
-    tick(kafka_bootstrap, names, at(f"{D} 10:00"))
-    wait_until_handled(kafka_bootstrap, names, [names.notifier_ticks], WAIT_S, notifiers=[one])
-
-    assert group_members(kafka_bootstrap, names) == ("Stable", 1)
-    assert_each_sent_once(sqlite_url, kafka_bootstrap, names, work)
-    assert_member_zero_told(sqlite_url)
-    one.check_alive()
+    # then the first takes them over and handles them from their first record: every message once
+    survivor_finishes(one, sqlite_url, kafka_bootstrap, names, work)
