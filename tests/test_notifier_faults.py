@@ -258,9 +258,10 @@ def assert_member_zero_told(database_url: str) -> None:
 def states_behind_offsets(kafka_bootstrap: str, names: Names) -> dict[str, tuple[int, int]]:
     """msisdn -> (the version its state holds, the version of its last
     record the group committed as handled), for each member whose state is
-    behind what was committed. Offsets and table writes are committed in
-    one transaction, so after any crash this is empty: a member's record
-    committed as handled and missing from its state is never read again."""
+    behind what was committed. A record's table writes reach the broker
+    before its offset is committed, so after any crash this is empty: a
+    member's record committed as handled and missing from its state would
+    never be read again."""
     kafka = clients(kafka_bootstrap)
     committed = retrying("reading the notifier's offsets", lambda: kafka.run(
         kafka.admin.list_consumer_group_offsets(names.notifier_group)))
