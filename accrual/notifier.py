@@ -265,16 +265,17 @@ class WrittenTable(faust.Table):  # type: ignore[misc]  # faust's classes are un
 
     faust writes a table's changelog through the producer's buffer (sent
     later, by a task of its own), and under exactly_once it commits the
-    consumer's offsets without waiting for that buffer. (At least once,
-    as the notifier now runs, faust flushes the buffer before committing,
-    which covers this too; the wait stays until the crash tests have run
-    without it.) So a record could
+    consumer's offsets without waiting for that buffer. So a record could
     be committed as handled while its table write was still in the buffer,
     to land in the next transaction; a SIGKILL then aborts that one, and the
     restarted notifier resumes after the record with the member's state
     from before it (lots missing, a credit never summed). The agent
     therefore awaits a record's writes before faust acknowledges it: the
     offset, committed later, is never ahead of them.
+
+    The notifier now runs at least once, where faust flushes the buffer
+    before each commit, which covers this too; the wait stays until the
+    crash tests have run without it (the next throughput step).
 
     What it costs: a round trip to the broker for each record that changes
     a state, so the producer lingers 0 ms (bench.notifier, 2026-12-03:
