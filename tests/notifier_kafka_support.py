@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -47,16 +48,25 @@ def tick(bootstrap: str, names: Names, at: datetime) -> None:
     asyncio.run(send_ticks(bootstrap, names.notifier_ticks, names.streams.notifier_ticks.partitions, at))
 
 
-def produce_records(bootstrap: str, topic: str, records: list[tuple[bytes, bytes | None]]) -> None:
+def produce_records(bootstrap: str, topic: str, records: list[tuple[bytes, bytes | None]],
+                    aborted: bool = False) -> None:
     """(key, value) records, keyed as the engine's publisher keys them (the
-    Java client's murmur2, which is aiokafka's default partitioner too)."""
+    Java client's murmur2, which is aiokafka's default partitioner too).
+    `aborted`: in a transaction that is then aborted, as a publisher fenced
+    or crashed before its commit leaves them in the topic."""
     async def run() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+        transactional_id = f"aborting-{uuid.uuid4().hex}" if aborted else None
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+                                    transactional_id=transactional_id)
         await producer.start()
         try:
+            if aborted:
+                await producer.begin_transaction()
             for key, value in records:
                 await producer.send(topic, value, key=key)
             await producer.flush()
+            if aborted:
+                await producer.abort_transaction()
         finally:
             await producer.stop()
 

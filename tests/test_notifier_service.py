@@ -7,18 +7,15 @@ contract's shape (tests/notifier_support.py's members); the whole engine
 in front of the notifier is tests/test_notifier_sample.py's."""
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import threading
 import time
 import urllib.request
-import uuid
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from notifier.events import PointsEvent
 from tests.kafka_support import setup_topics
@@ -164,30 +161,13 @@ def test_a_record_it_cannot_read_is_counted_and_skipped_and_sigterm_stops_it_cle
     assert notifier.terminate(60) == 0
 
 
-def produce_aborted(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    """`records` in a transaction that is then aborted: a publisher fenced or
-    crashed before its commit leaves such records in the topic."""
-    async def run() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"aborting-{uuid.uuid4().hex}")
-        await producer.start()
-        try:
-            await producer.begin_transaction()
-            for key, value in records:
-                await producer.send_and_wait(topic, value, key=key)
-            await producer.abort_transaction()
-        finally:
-            await producer.stop()
-
-    asyncio.run(run())
-
-
 def test_a_record_of_an_aborted_transaction_is_never_news(running, kafka_bootstrap, sqlite_url):
     names, notifier = running
     boris = Member(BORIS)
     tick(kafka_bootstrap, names, at("2026-12-03 12:00"))
     # given the publisher's transaction with an offer to boris is aborted (in the log, never committed)
     aborted = boris.offered("tr-aborted", 500, ANNA, "2026-12-03 11:00", "2026-12-04 11:00")
-    produce_aborted(kafka_bootstrap, names.points_events, [record(aborted)])
+    produce_records(kafka_bootstrap, names.points_events, [record(aborted)], aborted=True)
     # when a committed record follows it
     committed = boris.offered("tr-committed", 300, ANNA, "2026-12-03 11:05", "2026-12-04 11:05")
     produce_records(kafka_bootstrap, names.points_events, [record(committed)])
