@@ -30,6 +30,7 @@ import logging
 import os
 import random
 import tempfile
+from time import monotonic
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, AsyncIterator, Callable, Mapping
@@ -38,6 +39,7 @@ import faust
 from aiokafka import AIOKafkaProducer
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
+from mode import Service
 
 from accrual import notifier_metrics as metrics
 from accrual.health import Health
@@ -58,6 +60,8 @@ from web.sms import SmsError, SmsGateway
 logger = logging.getLogger("accrual.notifier")
 
 SYSTEM, TICKS = "system", "ticks"  # where the notifier's time comes from (NotifierSettings.clock)
+# a changelog partition under recovery that delivers nothing for this long is fetched again (SeekFirstRecovery)
+STALL_CHECK_EVERY_S, STALLED_AFTER_S = 2.0, 10.0
 EXIT_DEFECT = 70  # EX_SOFTWARE: a record the notifier cannot handle; nothing of it was committed
 
 
@@ -321,6 +325,75 @@ class SeekFirstRecovery(Recovery):  # type: ignore[misc]
     async def _resume_streams(self, generation_id: int = 0) -> None:
         self.app.flow_control.suspend()
         await super()._resume_streams(generation_id)
+
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._refetched: dict[Any, int] = {}  # changelog partition -> the generation it was fetched again in
+
+    @Service.timer(STALL_CHECK_EVERY_S)
+    async def _unstall_changelogs(self) -> None:
+        """Takes a changelog partition whose recovery has stalled through it.
+
+        faust's recovery reads each changelog partition until it has
+        applied the partition's highwater (its last offset), and waits for
+        ever otherwise. Two ways it waited, the agent with it:
+
+        1. faust drops records it fetched while its flow was stopped (a
+           batch that arrives during a rebalance, or one cut short by it)
+           and seeks back only the stream partitions. A changelog
+           partition under recovery whose records were dropped so is never
+           read again: its fetch position is past them. Seen once in about
+           thirty runs of tests/test_notifier_faults.py: the survivor of a
+           kill read nothing of the changelogs it took over ("No event
+           received for active tp … since recovery start") and its
+           partitions stayed unhandled.
+        2. A partition that ends in a transaction marker (a changelog
+           written under exactly_once, as the notifier ran before): the
+           highwater is the marker's offset, which is never delivered.
+           faust handles this only when it runs exactly_once itself.
+
+        So, every few seconds during a recovery, a partition with records
+        still to apply that has delivered none for `STALLED_AFTER_S` is
+        fetched again from the last record applied (the recovery skips
+        what it has seen, by offset), and resumed if it was left paused.
+        If it stalls again in the same generation, with the fetch past the
+        highwater, the flow running and nothing waiting in the changelog
+        queue, everything up to the highwater was fetched and nothing more
+        came: the rest is not data (markers, aborted records), and the
+        partition is taken as recovered. Each step logs a warning."""
+        consumer, generation = self.app.consumer, self.app.consumer_generation_id
+        if not self.in_recovery or not consumer.flow_active or not self.app.flow_control.is_active():
+            return  # not recovering, or a rebalance under way: the next recovery seeks every partition anew
+        now = monotonic()
+        for tp, remaining in list(self.active_remaining().items()):
+            heard = self._active_events_received_at.get(tp) or self._recovery_started_at
+            if remaining <= 0 or heard is None or now - heard < STALLED_AFTER_S:
+                continue
+            applied, highwater = self.active_offsets[tp], self.active_highwaters[tp]
+            position = await consumer.position(tp)
+            fields = {"partition": f"{tp.topic}/{tp.partition}", "applied": applied, "highwater": highwater,
+                      "position": position, "silent_s": round(now - heard, 1)}
+            if (self._refetched.get(tp) == generation and position is not None and position > highwater
+                    and not self.tables.changelog_queue.qsize()):
+                logger.warning("a changelog partition fetched again to its end brought nothing more; "
+                               "what is left is not data (transaction markers), so it is recovered",
+                               extra={"fields": fields})
+                self.active_offsets[tp] = highwater
+                continue
+            paused = tp in consumer._paused_partitions
+            logger.warning("a changelog partition's recovery has stalled; fetching it again",
+                           extra={"fields": {**fields, "paused": paused}})
+            try:
+                if paused:
+                    consumer.resume_partitions({tp})
+                await consumer.seek_wait({tp: max(applied, 0)})
+            except Exception as error:  # revoked meanwhile: the next recovery seeks it anew
+                logger.warning("a stalled changelog partition could not be sought", extra={"fields": {
+                    **fields, "reason": f"{type(error).__name__}: {error}"}})
+                continue
+            self._refetched[tp] = generation
+            self._active_events_received_at[tp] = now  # the fetch gets its time before the next look
 
 
 class SeekFirstTableManager(TableManager):  # type: ignore[misc]

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 
@@ -49,23 +49,27 @@ def tick(bootstrap: str, names: Names, at: datetime) -> None:
 
 
 def produce_records(bootstrap: str, topic: str, records: list[tuple[bytes, bytes | None]],
-                    aborted: bool = False) -> None:
+                    transaction: Literal["committed", "aborted"] | None = None, partition: int | None = None) -> None:
     """(key, value) records, keyed as the engine's publisher keys them (the
-    Java client's murmur2, which is aiokafka's default partitioner too).
-    `aborted`: in a transaction that is then aborted, as a publisher fenced
-    or crashed before its commit leaves them in the topic."""
+    Java client's murmur2, which is aiokafka's default partitioner too), or
+    all to `partition`. `transaction`: in one Kafka transaction, then
+    committed (as an exactly_once producer leaves them: a commit marker
+    after them) or aborted (as a publisher fenced or crashed before its
+    commit leaves them)."""
     async def run() -> None:
-        transactional_id = f"aborting-{uuid.uuid4().hex}" if aborted else None
+        transactional_id = f"test-{transaction}-{uuid.uuid4().hex}" if transaction else None
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
                                     transactional_id=transactional_id)
         await producer.start()
         try:
-            if aborted:
+            if transaction:
                 await producer.begin_transaction()
             for key, value in records:
-                await producer.send(topic, value, key=key)
+                await producer.send(topic, value, key=key, partition=partition)
             await producer.flush()
-            if aborted:
+            if transaction == "committed":
+                await producer.commit_transaction()
+            elif transaction == "aborted":
                 await producer.abort_transaction()
         finally:
             await producer.stop()

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from notifier.events import PointsEvent
-from tests.kafka_support import setup_topics
+from tests.kafka_support import read_topic, setup_topics
 from tests.notifier_kafka_support import (
     NotifierProcess,
     member_states,
@@ -167,7 +167,7 @@ def test_a_record_of_an_aborted_transaction_is_never_news(running, kafka_bootstr
     tick(kafka_bootstrap, names, at("2026-12-03 12:00"))
     # given the publisher's transaction with an offer to boris is aborted (in the log, never committed)
     aborted = boris.offered("tr-aborted", 500, ANNA, "2026-12-03 11:00", "2026-12-04 11:00")
-    produce_records(kafka_bootstrap, names.points_events, [record(aborted)], aborted=True)
+    produce_records(kafka_bootstrap, names.points_events, [record(aborted)], transaction="aborted")
     # when a committed record follows it
     committed = boris.offered("tr-committed", 300, ANNA, "2026-12-03 11:05", "2026-12-04 11:05")
     produce_records(kafka_bootstrap, names.points_events, [record(committed)])
@@ -175,6 +175,51 @@ def test_a_record_of_an_aborted_transaction_is_never_news(running, kafka_bootstr
     # then only the committed one is told: the notifier reads read_committed
     assert [s.key for s in outbox(sqlite_url)] == [f"{BORIS}:transfer_offered:tr-committed"]
     notifier.check_alive()
+
+
+def test_a_changelog_that_ends_in_a_transaction_marker_is_recovered_and_the_notifier_goes_on(
+    kafka_bootstrap, kafka_prefix, sqlite_url, tmp_path
+):
+    """A group upgraded in place from exactly_once (how the notifier ran
+    before) finds changelog partitions that end in a commit marker: the
+    highwater faust's recovery waits for is the marker's offset, which is
+    never delivered, so the recovery (and the agent behind it) waited for
+    ever. The recovery's watch (`SeekFirstRecovery._unstall_changelogs`)
+    fetches such a partition again, then takes it as recovered."""
+    names = setup_topics(kafka_bootstrap, kafka_prefix)
+    boris = Member(BORIS)
+    # given a notifier told boris of an offer at 12:00 and was stopped
+    first = NotifierProcess(sqlite_url, kafka_bootstrap, kafka_prefix, tmp_path / "first.log").start()
+    try:
+        tick(kafka_bootstrap, names, at("2026-12-03 12:00"))
+        offer = boris.offered("tr-1", 500, ANNA, "2026-12-03 11:00", "2026-12-04 11:00")
+        produce_records(kafka_bootstrap, names.points_events, [record(offer)])
+        wait_until_handled(kafka_bootstrap, names, [names.points_events, names.notifier_ticks], notifiers=[first])
+        assert first.terminate(60) == 0
+    finally:
+        first.kill()
+    # and his state was written once more in a committed transaction, as exactly_once wrote it: his
+    # changelog partition ends in the transaction's commit marker
+    changelog = f"{names.notifier_group}-members-changelog"
+    (state,) = [r for r in read_topic(kafka_bootstrap, changelog) if json.loads(r.key) == BORIS]
+    produce_records(kafka_bootstrap, changelog, [(state.key, state.value)], transaction="committed",
+                    partition=state.partition)
+    # when a notifier of the group starts again and boris is offered more
+    second = NotifierProcess(sqlite_url, kafka_bootstrap, kafka_prefix, tmp_path / "second.log").start()
+    try:
+        more = boris.offered("tr-2", 200, ANNA, "2026-12-03 12:10", "2026-12-04 12:10")
+        produce_records(kafka_bootstrap, names.points_events, [record(more)])
+        wait_until_handled(kafka_bootstrap, names, [names.points_events], notifiers=[second])
+        # then it recovered his state through the marker and told him of the new offer only
+        assert [s.key for s in outbox(sqlite_url)] == [f"{BORIS}:transfer_offered:tr-1",
+                                                       f"{BORIS}:transfer_offered:tr-2"]
+        assert member_states(kafka_bootstrap, names)[BORIS].version == more.account_version
+        log = second.log.read_text(errors="replace")
+        assert "recovery has stalled; fetching it again" in log
+        assert "what is left is not data" in log
+        second.check_alive()
+    finally:
+        second.kill()
 
 
 class Provider:
