@@ -20,6 +20,9 @@ The tables are written from the partition of the record in hand (faust
 writes a table's changelog to that partition), so a tick on partition p
 changes only the members whose records arrive on partition p: the same
 partitioner as the engine's publisher (`accrual.kafka.partition_for`).
+
+The faults of faust-streaming and aiokafka that the crash tests found are
+worked around in `accrual.faust_fixes`, which `build` wires in.
 """
 from __future__ import annotations
 
@@ -30,17 +33,14 @@ import logging
 import os
 import random
 import tempfile
-from time import monotonic
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, AsyncIterator, Callable, Mapping
 
 import faust
 from aiokafka import AIOKafkaProducer
-from faust.tables.manager import TableManager
-from faust.tables.recovery import Recovery
-from mode import Service
 
+from accrual import faust_fixes
 from accrual import notifier_metrics as metrics
 from accrual.health import Health
 from accrual.kafka import Names, check_topics, partition_for
@@ -60,8 +60,6 @@ from web.sms import SmsError, SmsGateway
 logger = logging.getLogger("accrual.notifier")
 
 SYSTEM, TICKS = "system", "ticks"  # where the notifier's time comes from (NotifierSettings.clock)
-# a changelog partition under recovery that delivers nothing for this long is fetched again (SeekFirstRecovery)
-STALL_CHECK_EVERY_S, STALLED_AFTER_S = 2.0, 10.0
 EXIT_DEFECT = 70  # EX_SOFTWARE: a record the notifier cannot handle; nothing of it was committed
 
 
@@ -264,197 +262,6 @@ def _may_have_work(stored: dict[str, Any], at: datetime) -> bool:
     return bool(stored.get("credits")) or any(lot[2] <= horizon for lot in stored.get("lots") or ())
 
 
-class WrittenTable(faust.Table):  # type: ignore[misc]  # faust's classes are untyped
-    """A faust Table that hands over the futures of its changelog writes.
-
-    faust writes a table's changelog through the producer's buffer (sent
-    later, by a task of its own), and under exactly_once it commits the
-    consumer's offsets without waiting for that buffer. So a record could
-    be committed as handled while its table write was still in the buffer,
-    to land in the next transaction; a SIGKILL then aborts that one, and the
-    restarted notifier resumes after the record with the member's state
-    from before it (lots missing, a credit never summed). The agent
-    therefore awaits a record's writes before faust acknowledges it: the
-    offset, committed later, is never ahead of them.
-
-    The notifier now runs at least once, where faust flushes the buffer
-    before each commit, which covers this too; the wait stays until the
-    crash tests have run without it (the next throughput step).
-
-    What it costs: a round trip to the broker for each record that changes
-    a state, so the producer lingers 0 ms (bench.notifier, 2026-12-03:
-    about 950 records a second, against 2,000 unsafe with a 10 ms linger,
-    400 safe with it). Acknowledging records from a task of their own
-    while the agent goes on (faust's `noack` streams) measured 1,750 but
-    stalled a partition's commits after a rebalance in one run of four of
-    the crash tests, so it is not used."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.unsent: list[asyncio.Future[Any]] = []
-
-    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
-        written = super().send_changelog(*args, **kwargs)
-        self.unsent.append(written)
-        return written
-
-    def take_unsent(self) -> list[asyncio.Future[Any]]:
-        unsent, self.unsent = self.unsent, []
-        return unsent
-
-
-class SeekFirstRecovery(Recovery):  # type: ignore[misc]
-    """faust's recovery with the agents held back until the seek is done.
-
-    At the end of a recovery faust resumes the stream partitions, then
-    seeks them to the committed offsets, then resumes the flow, which
-    empties the agents' queues. Records fetched in between reach the agent
-    (some are handled) and the rest are emptied from the queues after the
-    consumer's read offset has passed them: skipped for as long as the
-    process runs (their notifications never decided, the member's state
-    missing them), and the commit stops at the first of them for good (a
-    gap in the acknowledged offsets; faust-streaming issue 596). Suspending
-    the flow first keeps every fetched record waiting until after the seek:
-    the records after it are then delivered in order, from the committed
-    offset on."""
-
-    async def on_recovery_completed(self, generation_id: int = 0) -> None:
-        self.app.flow_control.suspend()
-        await super().on_recovery_completed(generation_id)
-
-    async def _resume_streams(self, generation_id: int = 0) -> None:
-        self.app.flow_control.suspend()
-        await super()._resume_streams(generation_id)
-
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._refetched: dict[Any, int] = {}  # changelog partition -> the generation it was fetched again in
-
-    @Service.timer(STALL_CHECK_EVERY_S)
-    async def _unstall_changelogs(self) -> None:
-        """Takes a changelog partition whose recovery has stalled through it.
-
-        faust's recovery reads each changelog partition until it has
-        applied the partition's highwater (its last offset), and waits for
-        ever otherwise. Two ways it waited, the agent with it:
-
-        1. faust drops records it fetched while its flow was stopped (a
-           batch that arrives during a rebalance, or one cut short by it)
-           and seeks back only the stream partitions. A changelog
-           partition under recovery whose records were dropped so is never
-           read again: its fetch position is past them. Seen once in about
-           thirty runs of tests/test_notifier_faults.py: the survivor of a
-           kill read nothing of the changelogs it took over ("No event
-           received for active tp … since recovery start") and its
-           partitions stayed unhandled.
-        2. A partition that ends in a transaction marker (a changelog
-           written under exactly_once, as the notifier ran before): the
-           highwater is the marker's offset, which is never delivered.
-           faust handles this only when it runs exactly_once itself.
-
-        So, every few seconds during a recovery, a partition with records
-        still to apply that has delivered none for `STALLED_AFTER_S` is
-        fetched again from the last record applied (the recovery skips
-        what it has seen, by offset), and resumed if it was left paused.
-        If it stalls again in the same generation, with the fetch past the
-        highwater, the flow running and nothing waiting in the changelog
-        queue, everything up to the highwater was fetched and nothing more
-        came: the rest is not data (markers, aborted records), and the
-        partition is taken as recovered. Each step logs a warning."""
-        consumer, generation = self.app.consumer, self.app.consumer_generation_id
-        if not self.in_recovery or not consumer.flow_active or not self.app.flow_control.is_active():
-            return  # not recovering, or a rebalance under way: the next recovery seeks every partition anew
-        now = monotonic()
-        for tp, remaining in list(self.active_remaining().items()):
-            heard = self._active_events_received_at.get(tp) or self._recovery_started_at
-            if remaining <= 0 or heard is None or now - heard < STALLED_AFTER_S:
-                continue
-            applied, highwater = self.active_offsets[tp], self.active_highwaters[tp]
-            position = await consumer.position(tp)
-            fields = {"partition": f"{tp.topic}/{tp.partition}", "applied": applied, "highwater": highwater,
-                      "position": position, "silent_s": round(now - heard, 1)}
-            if (self._refetched.get(tp) == generation and position is not None and position > highwater
-                    and not self.tables.changelog_queue.qsize()):
-                logger.warning("a changelog partition fetched again to its end brought nothing more; "
-                               "what is left is not data (transaction markers), so it is recovered",
-                               extra={"fields": fields})
-                self.active_offsets[tp] = highwater
-                continue
-            paused = tp in consumer._paused_partitions
-            logger.warning("a changelog partition's recovery has stalled; fetching it again",
-                           extra={"fields": {**fields, "paused": paused}})
-            try:
-                if paused:
-                    consumer.resume_partitions({tp})
-                await consumer.seek_wait({tp: max(applied, 0)})
-            except Exception as error:  # revoked meanwhile: the next recovery seeks it anew
-                logger.warning("a stalled changelog partition could not be sought", extra={"fields": {
-                    **fields, "reason": f"{type(error).__name__}: {error}"}})
-                continue
-            self._refetched[tp] = generation
-            self._active_events_received_at[tp] = now  # the fetch gets its time before the next look
-
-
-class SeekFirstTableManager(TableManager):  # type: ignore[misc]
-    @property
-    def recovery(self) -> Recovery:
-        if self._recovery is None:
-            self._recovery = SeekFirstRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
-        return self._recovery
-
-
-def _read_committed(app: faust.App) -> None:
-    """The consumer reads `read_committed`, as every subscriber of the
-    publisher's transactions must (an aborted record is never news).
-    faust sets that isolation only under exactly_once; the notifier runs at
-    least once, so the consumer faust builds is told before it starts
-    (aiokafka makes its fetcher, which filters, in `start`)."""
-    thread = app.consumer._thread
-    create = thread._create_worker_consumer
-
-    def create_read_committed(transport: Any) -> Any:
-        consumer = create(transport)
-        consumer._isolation_level = "read_committed"
-        return consumer
-
-    thread._create_worker_consumer = create_read_committed
-
-
-def _seek_every_partition(app: faust.App, topics: set[str]) -> None:
-    """faust's seek to the committed offsets, with the partitions the
-    group never committed (or committed at 0) seeked to their beginning.
-
-    After every rebalance faust seeks each assigned partition to its
-    committed offset and forgets where it had read. aiokafka's
-    `seek_to_committed` seeks only a partition whose committed offset is
-    above 0: one without leaves the fetch where the consumer had it, and
-    faust, with no committed offset to hold against, commits whatever the
-    agent acknowledges next. In about one crash run in ten
-    (tests/test_notifier_faults.py, two instances, one killed before its
-    first commit on its partitions) the survivor took those partitions
-    over and either committed past their records without handling them
-    (their messages lost) or never delivered them at all (the group stuck
-    behind). Seeking such partitions to their beginning (the group's
-    `earliest`) handles them from the first record; the keys make any
-    repeat harmless."""
-    consumer = app.consumer
-    faust_seek = consumer.perform_seek
-
-    async def perform_seek() -> None:
-        committed = await consumer.seek_to_committed()
-        unread = [tp for tp, offset in committed.items() if not offset and tp.topic in topics]
-        if unread:
-            logger.info("partitions without a committed offset read from their beginning", extra={"fields": {
-                "partitions": sorted(f"{tp.topic}/{tp.partition}" for tp in unread)}})
-            await consumer.seek_wait({tp: 0 for tp in unread})  # below the log's start: aiokafka resets to earliest
-        consumer._read_offset.update({tp: offset if offset else None for tp, offset in committed.items()})
-        consumer._committed_offset.update({tp: offset for tp, offset in committed.items() if offset})
-
-    perform_seek.__doc__ = faust_seek.__doc__
-    consumer.perform_seek = perform_seek
-
-
 TABLES = ("members", "preferences", "clock")
 
 
@@ -525,11 +332,11 @@ def build(settings: NotifierSettings, names: Names, gateway: SmsGateway, data_di
         autodiscover=False,
         table_standby_replicas=0,
         datadir=data_dir,
-        Table=WrittenTable,  # the record is acknowledged only once its table writes are sent (the class says why)
-        TableManager=SeekFirstTableManager,  # no record skipped at the end of a recovery (the class says why)
+        Table=faust_fixes.WrittenTable,  # the record is acknowledged only once its table writes are sent (the class says why)
+        TableManager=faust_fixes.SeekFirstTableManager,  # no record skipped at the end of a recovery (the class says why)
     )
-    _read_committed(app)
-    _seek_every_partition(app, {names.points_events, names.member_preferences, names.notifier_ticks})
+    faust_fixes.read_committed(app)
+    faust_fixes.seek_every_partition(app, {names.points_events, names.member_preferences, names.notifier_ticks})
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     inbound = app.topic(names.points_events, names.member_preferences, names.notifier_ticks, **raw)
     table = {"partitions": settings.partitions,

@@ -405,7 +405,7 @@ def test_two_notifiers_one_killed_before_its_first_commit_the_other_handles_its_
     """The takeover of partitions the group never committed: aiokafka does
     not seek a partition without a committed offset, and the survivor
     once committed past such partitions' records without handling them,
-    or never read them (`_seek_every_partition` in accrual/notifier.py)."""
+    or never read them (`seek_every_partition` in accrual/faust_fixes.py)."""
     names = setup_topics(kafka_bootstrap, kafka_prefix)
     work = the_workload()
     one, two = two_notifiers(processes, sqlite_url, kafka_bootstrap, kafka_prefix, names, tmp_path)
