@@ -136,9 +136,9 @@ class SeekFirstRecovery(Recovery):  # type: ignore[misc]
         queue, everything up to the highwater was fetched and nothing more
         came: the rest is not data (markers, aborted records), and the
         partition is taken as recovered. Each step logs a warning."""
+        if not self.in_recovery:
+            return
         consumer, generation = self.app.consumer, self.app.consumer_generation_id
-        if not self.in_recovery or not consumer.flow_active or not self.app.flow_control.is_active():
-            return  # not recovering, or a rebalance under way: the next recovery seeks every partition anew
         now = monotonic()
         for tp, remaining in list(self.active_remaining().items()):
             heard = self._active_events_received_at.get(tp) or self._recovery_started_at
@@ -148,6 +148,13 @@ class SeekFirstRecovery(Recovery):  # type: ignore[misc]
             position = await consumer.position(tp)
             fields = {"partition": f"{tp.topic}/{tp.partition}", "applied": applied, "highwater": highwater,
                       "position": position, "silent_s": round(now - heard, 1)}
+            if not consumer.flow_active or not self.app.flow_control.is_active():
+                # a rebalance under way (the next recovery seeks every partition anew); said, in case it lasts
+                logger.warning("a changelog partition's recovery has stalled while the flow is stopped",
+                               extra={"fields": {**fields, "flow_active": consumer.flow_active,
+                                                 "flow_control_active": self.app.flow_control.is_active()}})
+                self._active_events_received_at[tp] = now
+                continue
             if (self._refetched.get(tp) == generation and position is not None and position > highwater
                     and not self.tables.changelog_queue.qsize()):
                 logger.warning("a changelog partition fetched again to its end brought nothing more; "
