@@ -5,7 +5,6 @@ around where faust lets one in, and a setting faust ties to exactly_once.
 docs/notifications.md ("faults of faust-streaming") lists them; check each
 again on an upgrade of faust or aiokafka.
 
-- `WrittenTable`: a record is acknowledged once its table writes are sent.
 - `SeekFirstRecovery` (through `SeekFirstTableManager`): the agents wait
   for the seek at the end of a recovery (faust-streaming issue 596), and a
   changelog partition whose recovery stalls is fetched again.
@@ -20,7 +19,6 @@ names used are the ones of the versions pinned in pyproject.toml.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from time import monotonic
 from typing import Any
@@ -34,45 +32,6 @@ logger = logging.getLogger("accrual.notifier")
 
 # a changelog partition under recovery that delivers nothing for this long is fetched again (SeekFirstRecovery)
 STALL_CHECK_EVERY_S, STALLED_AFTER_S = 2.0, 10.0
-
-
-class WrittenTable(faust.Table):  # type: ignore[misc]  # faust's classes are untyped
-    """A faust Table that hands over the futures of its changelog writes.
-
-    faust writes a table's changelog through the producer's buffer (sent
-    later, by a task of its own), and under exactly_once it commits the
-    consumer's offsets without waiting for that buffer. So a record could
-    be committed as handled while its table write was still in the buffer,
-    to land in the next transaction; a SIGKILL then aborts that one, and the
-    restarted notifier resumes after the record with the member's state
-    from before it (lots missing, a credit never summed). The agent
-    therefore awaits a record's writes before faust acknowledges it: the
-    offset, committed later, is never ahead of them.
-
-    The notifier now runs at least once, where faust flushes the buffer
-    before each commit, which covers this too; the wait stays until the
-    crash tests have run without it (the next throughput step).
-
-    What it costs: a round trip to the broker for each record that changes
-    a state, so the producer lingers 0 ms (bench.notifier, 2026-12-03:
-    about 950 records a second, against 2,000 unsafe with a 10 ms linger,
-    400 safe with it). Acknowledging records from a task of their own
-    while the agent goes on (faust's `noack` streams) measured 1,750 but
-    stalled a partition's commits after a rebalance in one run of four of
-    the crash tests, so it is not used."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.unsent: list[asyncio.Future[Any]] = []
-
-    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
-        written = super().send_changelog(*args, **kwargs)
-        self.unsent.append(written)
-        return written
-
-    def take_unsent(self) -> list[asyncio.Future[Any]]:
-        unsent, self.unsent = self.unsent, []
-        return unsent
 
 
 class SeekFirstRecovery(Recovery):  # type: ignore[misc]
