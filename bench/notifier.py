@@ -30,6 +30,7 @@ import uuid
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+from bench.run import _git_head
 from engine.calendar import MOSCOW
 
 DAY = date(2026, 6, 10)
@@ -113,6 +114,7 @@ def main() -> None:
         notifier.terminate()
     result = {
         "bench": "notifier", "date": datetime.now(timezone.utc).date().isoformat(), "machine": _machine(),
+        "commit": _git_head(),  # which code: the results of several versions share the file
         "store": args.url.split(":", 1)[0], "members": args.members, "events": args.events, "seed": args.seed,
         "events_s": round(handled, 2), "events_per_s": round(args.events / handled),
         "produce_s": round(produced, 2), "offers_sent": offers,
